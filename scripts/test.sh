@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The single test command of ackgate: sets up the test environment (Rust
+# components, Redis, a Tansu Kafka broker) and runs fmt, clippy and the tests.
+#
+# Usage: scripts/test.sh [extra cargo test args...]   e.g. scripts/test.sh -- --nocapture
+#
+# Environment:
+#   ACKGATE_TEST_KAFKA_PORT   use this port for the Tansu broker (default: a free port)
+#   TOOLS                     where tools are cached (default: target/tools)
+#
+# Exported to the tests:
+#   ACKGATE_TEST_KAFKA_BROKERS=127.0.0.1:PORT
+#   ACKGATE_TEST_REDIS_URL=redis://127.0.0.1:6379
+#   ACKGATE_TEST_REDIS_SERVER=/path/to/redis-server
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# A non-login shell (e.g. CI) may lack rustup's bin dir on PATH.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+
+step "ensure Rust components (rustfmt, clippy)"
+missing=()
+cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    rustup component add "${missing[@]}"
+fi
+cargo --version
+cargo fmt --version
+cargo clippy --version
+
+step "ensure Redis on 127.0.0.1:6379"
+bash scripts/redis.sh
+
+step "start Tansu Kafka broker"
+if [[ -n "${ACKGATE_TEST_KAFKA_PORT:-}" ]]; then
+    KAFKA_PORT="$ACKGATE_TEST_KAFKA_PORT"
+else
+    KAFKA_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+fi
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    bash scripts/tansu.sh stop "$KAFKA_PORT" || true
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+bash scripts/tansu.sh start "$KAFKA_PORT"
+
+step "test environment"
+export ACKGATE_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+export ACKGATE_TEST_REDIS_URL="redis://127.0.0.1:6379"
+ACKGATE_TEST_REDIS_SERVER="$(command -v redis-server)"
+export ACKGATE_TEST_REDIS_SERVER
+echo "ACKGATE_TEST_KAFKA_BROKERS=$ACKGATE_TEST_KAFKA_BROKERS"
+echo "ACKGATE_TEST_REDIS_URL=$ACKGATE_TEST_REDIS_URL"
+echo "ACKGATE_TEST_REDIS_SERVER=$ACKGATE_TEST_REDIS_SERVER"
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --all-targets --locked -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test --locked${*:+ $*}"
+cargo test --locked "$@"
+
+step "all checks passed"
