@@ -1,0 +1,196 @@
+//! The bodies of the public contract: what a client reads back.
+//!
+//! Kept apart from the HTTP plumbing because the pipeline builds and stores these bodies (a
+//! replay must be byte-for-byte the first answer), and the OpenAPI document describes them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The answer to an event Kafka acknowledged (`201 Created`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "status": "persisted", "topic": "orders", "partition": 2, "offset": 1234,
+    "timestamp": "2026-11-23T14:00:00.123Z", "idempotency_key": "7f1c9a0e-order-1001"
+}))]
+pub struct Persisted {
+    /// Always `persisted`.
+    pub status: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's timestamp (RFC 3339, UTC).
+    pub timestamp: Option<String>,
+    pub idempotency_key: String,
+}
+
+/// Every kind of error, with its HTTP status and stable machine-readable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemCode {
+    MissingIdempotencyKey,
+    InvalidIdempotencyKey,
+    InvalidTopic,
+    InvalidHeader,
+    InvalidJson,
+    InvalidBody,
+    PayloadTooLarge,
+    MessageTooLarge,
+    TopicNotFound,
+    RecordRejected,
+    TopicNotAuthorized,
+    RequestInProgress,
+    IdempotencyKeyReused,
+    Overloaded,
+    KafkaUnavailable,
+    DeliveryTimedOut,
+    DeliveryFailed,
+    IdempotencyStoreUnavailable,
+    FailureStoreUnavailable,
+    FailureNotFound,
+    NotFound,
+    MethodNotAllowed,
+    Internal,
+}
+
+impl ProblemCode {
+    /// The stable code, also the last part of the problem `type`.
+    pub fn slug(self) -> &'static str {
+        use ProblemCode::*;
+        match self {
+            MissingIdempotencyKey => "missing-idempotency-key",
+            InvalidIdempotencyKey => "invalid-idempotency-key",
+            InvalidTopic => "invalid-topic",
+            InvalidHeader => "invalid-header",
+            InvalidJson => "invalid-json",
+            InvalidBody => "invalid-body",
+            PayloadTooLarge => "payload-too-large",
+            MessageTooLarge => "message-too-large",
+            TopicNotFound => "topic-not-found",
+            RecordRejected => "record-rejected",
+            TopicNotAuthorized => "topic-not-authorized",
+            RequestInProgress => "request-in-progress",
+            IdempotencyKeyReused => "idempotency-key-reused",
+            Overloaded => "overloaded",
+            KafkaUnavailable => "kafka-unavailable",
+            DeliveryTimedOut => "delivery-timed-out",
+            DeliveryFailed => "delivery-failed",
+            IdempotencyStoreUnavailable => "idempotency-store-unavailable",
+            FailureStoreUnavailable => "failure-store-unavailable",
+            FailureNotFound => "failure-not-found",
+            NotFound => "not-found",
+            MethodNotAllowed => "method-not-allowed",
+            Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        use ProblemCode::*;
+        match self {
+            MissingIdempotencyKey
+            | InvalidIdempotencyKey
+            | InvalidTopic
+            | InvalidHeader
+            | InvalidJson
+            | InvalidBody => 400,
+            TopicNotAuthorized => 403,
+            TopicNotFound | FailureNotFound | NotFound => 404,
+            MethodNotAllowed => 405,
+            RequestInProgress => 409,
+            PayloadTooLarge | MessageTooLarge => 413,
+            RecordRejected | IdempotencyKeyReused => 422,
+            Internal => 500,
+            Overloaded
+            | KafkaUnavailable
+            | DeliveryFailed
+            | IdempotencyStoreUnavailable
+            | FailureStoreUnavailable => 503,
+            DeliveryTimedOut => 504,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        use ProblemCode::*;
+        match self {
+            MissingIdempotencyKey => "Idempotency-Key header is missing",
+            InvalidIdempotencyKey => "Idempotency-Key header is invalid",
+            InvalidTopic => "Invalid topic name",
+            InvalidHeader => "Invalid header",
+            InvalidJson => "Body is not valid JSON",
+            InvalidBody => "Body could not be read",
+            PayloadTooLarge => "Body too large",
+            MessageTooLarge => "Kafka refused the record as too large",
+            TopicNotFound => "Topic not found",
+            RecordRejected => "Kafka rejected the record",
+            TopicNotAuthorized => "The gateway may not write to this topic",
+            RequestInProgress => "A request with this Idempotency-Key is in progress",
+            IdempotencyKeyReused => "Idempotency-Key reused with a different event",
+            Overloaded => "The gateway is overloaded",
+            KafkaUnavailable => "Kafka is unavailable",
+            DeliveryTimedOut => "Kafka did not acknowledge in time",
+            DeliveryFailed => "Kafka delivery failed",
+            IdempotencyStoreUnavailable => "The idempotency store is unavailable",
+            FailureStoreUnavailable => "The failure store is unavailable",
+            FailureNotFound => "Failure record not found",
+            NotFound => "Not found",
+            MethodNotAllowed => "Method not allowed",
+            Internal => "Internal error",
+        }
+    }
+}
+
+/// Links to related resources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Links {
+    /// The failure record of this event: `/v1/failures/{id}`.
+    pub failure: String,
+}
+
+/// An RFC 9457 problem (`application/problem+json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:ackgate:problem:delivery-timed-out", "title": "Kafka did not acknowledge in time",
+    "status": 504, "code": "delivery-timed-out",
+    "detail": "Kafka did not acknowledge the event within the delivery timeout; it may have been written. The event is kept in failure record 01JD3Q4ZJ8M3S6Y5F3N2W1V0TA.",
+    "persistence": "possibly_persisted", "topic": "orders", "idempotency_key": "7f1c9a0e-order-1001",
+    "failure_id": "01JD3Q4ZJ8M3S6Y5F3N2W1V0TA", "links": {"failure": "/v1/failures/01JD3Q4ZJ8M3S6Y5F3N2W1V0TA"}
+}))]
+pub struct Problem {
+    /// `urn:ackgate:problem:<code>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable machine-readable code, e.g. `topic-not-found`.
+    pub code: String,
+    /// What happened and what to do, for a human.
+    pub detail: String,
+    /// For delivery failures: whether the event may be in Kafka
+    /// (`not_persisted`, `possibly_persisted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The failure record that keeps the event, when one was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Links>,
+}
+
+impl Problem {
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+        Problem {
+            problem_type: format!("urn:ackgate:problem:{}", code.slug()),
+            title: code.title().to_owned(),
+            status: code.status(),
+            code: code.slug().to_owned(),
+            detail: detail.into(),
+            persistence: None,
+            topic: None,
+            idempotency_key: None,
+            failure_id: None,
+            links: None,
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `ackgate dev`: the whole gateway with nothing to install.
+//!
+//! Kafka is librdkafka's in-process mock cluster and the idempotency and failure stores live in
+//! memory, behind the same traits as the Redis ones. The request path is exactly the one
+//! `ackgate serve` runs; only the places where data is kept differ, and none of them survives
+//! a restart.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use clap::Args;
+use rdkafka::mocking::MockCluster;
+
+use crate::settings::Settings;
+use crate::{Application, Backend, Config};
+
+/// A topic to create in the mock cluster: `NAME` or `NAME:PARTITIONS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+}
+
+impl FromStr for TopicSpec {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let (name, partitions) = match spec.split_once(':') {
+            Some((name, n)) => (
+                name,
+                n.parse::<i32>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| format!("'{n}' is not a partition count from 1 to 1000"))?,
+            ),
+            None => (spec, 3),
+        };
+        crate::event::TopicName::parse(name).map_err(str::to_owned)?;
+        Ok(TopicSpec {
+            name: name.to_owned(),
+            partitions,
+        })
+    }
+}
+
+/// Flags of `ackgate dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Topic to create, as NAME or NAME:PARTITIONS (repeatable).
+    #[arg(
+        long = "topic",
+        default_value = "events:3",
+        value_name = "NAME[:PARTITIONS]"
+    )]
+    pub topics: Vec<TopicSpec>,
+
+    /// Brokers in the mock cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=9))]
+    pub brokers: i32,
+
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Runs the gateway against an in-process Kafka and in-memory stores until `shutdown`.
+pub async fn run(
+    args: DevArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let cluster =
+        MockCluster::new(args.brokers).context("could not start the mock Kafka cluster")?;
+    let replication = args.brokers.min(3);
+    for topic in &args.topics {
+        cluster
+            .create_topic(&topic.name, topic.partitions, replication)
+            .with_context(|| format!("could not create topic {}", topic.name))?;
+    }
+    let app = Application::build(Config {
+        settings: args.settings,
+        kafka_brokers: cluster.bootstrap_servers(),
+        backend: Backend::Memory,
+    })
+    .await?;
+    let topics: Vec<String> = args
+        .topics
+        .iter()
+        .map(|t| format!("{} ({} partitions)", t.name, t.partitions))
+        .collect();
+    let addr = app.local_addr();
+    eprintln!();
+    eprintln!("  ackgate dev — in-memory Kafka and idempotency store.");
+    eprintln!(
+        "  !!! NOTHING IS KEPT: every event, key and failure record is lost when this process stops. !!!"
+    );
+    eprintln!();
+    eprintln!("  listening on  http://{addr}   (API docs: http://{addr}/docs)");
+    eprintln!("  topics        {}", topics.join(", "));
+    eprintln!();
+    tracing::warn!("ackgate dev keeps everything in memory; nothing survives a restart");
+    let result = app.run_until(shutdown).await;
+    // The mock cluster must outlive the producer, which `run_until` has flushed and dropped.
+    drop(cluster);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_specs() {
+        assert_eq!(
+            "orders:6".parse::<TopicSpec>().unwrap(),
+            TopicSpec {
+                name: "orders".into(),
+                partitions: 6
+            }
+        );
+        assert_eq!("events".parse::<TopicSpec>().unwrap().partitions, 3);
+        assert!("bad/name".parse::<TopicSpec>().is_err());
+        assert!("x:0".parse::<TopicSpec>().is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! The HTTP surface: routes, middleware and the translation of outcomes into responses.
+//!
+//! Nothing here decides anything about Kafka or idempotency; handlers parse, call the
+//! [`Pipeline`], and translate its answer.
+
+mod error;
+mod events;
+mod failures;
+mod health;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use self::error::ApiError;
+use crate::contract::ProblemCode;
+use crate::failures::FailureStore;
+use crate::idempotency::IdempotencyStore;
+use crate::pipeline::Pipeline;
+use crate::publisher::Publisher;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach. Cheap to clone: every field is a handle.
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub store: Arc<dyn IdempotencyStore>,
+    pub failures: Arc<dyn FailureStore>,
+    pub publisher: Arc<Publisher>,
+    pub metrics: PrometheusHandle,
+    pub max_body_bytes: usize,
+}
+
+/// The OpenAPI document, generated from the handlers and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ackgate",
+        description = "HTTP-to-Kafka gateway that answers only after Kafka has acknowledged.\n\n\
+            Every event carries an `Idempotency-Key`. The gateway claims the key in Redis, publishes \
+            through one idempotent producer (`enable.idempotence=true`, `acks=all`) and answers from \
+            the delivery report: `201` with partition and offset, or a problem document that says \
+            whether the event may be in Kafka and names the failure record that keeps it.\n\n\
+            Idempotency records expire 24 hours (configurable) after the request completed; a key \
+            reused after that publishes a new record. Every error is `application/problem+json` \
+            (RFC 9457) with a stable `code`.",
+        license(name = "Apache-2.0"),
+    ),
+    paths(
+        events::publish_event,
+        failures::get_failure,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+    ),
+    components(schemas(
+        crate::contract::Persisted,
+        crate::contract::Problem,
+        crate::contract::Links,
+        crate::failures::FailureRecord,
+    )),
+    tags(
+        (name = "events", description = "Publish events"),
+        (name = "failures", description = "Events Kafka did not acknowledge, kept for an operator"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The whole application as a router, so tests can drive it without a socket.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/topics/{topic}/events", post(events::publish_event))
+        .route("/v1/failures/{id}", get(failures::get_failure))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+
+    Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(api)
+        .fallback(not_found)
+        // Layers run outside-in from the bottom: the request id exists before the span that
+        // logs it, and panics become problem documents inside the span.
+        .layer(middleware::from_fn(track_metrics))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(ProblemCode::Internal, "An unexpected error occurred.").into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    let request_id = request
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        route,
+                        request_id,
+                        topic = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Request count, latency and in-flight gauge, labelled by route template (never the raw path,
+/// which would let clients create unbounded label values).
+async fn track_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = bounded_method(request.method());
+    let started = Instant::now();
+    // A guard, because hyper drops this future when the client disconnects.
+    let _in_flight = InFlight::enter();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("ackgate_http_requests_total",
+        "route" => route.clone(), "method" => method, "status" => status)
+    .increment(1);
+    metrics::histogram!("ackgate_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter() -> Self {
+        let gauge = metrics::gauge!("ackgate_http_requests_in_flight");
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+fn bounded_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        ProblemCode::NotFound,
+        "No such resource. The API is described at /docs.",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ProblemCode::MethodNotAllowed,
+        "This resource does not support this method.",
+    )
+}

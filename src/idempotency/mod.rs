@@ -1,0 +1,142 @@
+//! The idempotency record of each key: claim, settle, release.
+//!
+//! One record per (topic, idempotency key) moves through a small state machine, each step one
+//! atomic operation in the store so that concurrent requests — in this process or in another
+//! gateway sharing the same Redis — see exactly one winner:
+//!
+//! ```text
+//!   (none) ──claim──▶ in_flight ──settle(done)──▶ done     (replays the stored answer)
+//!                        │  └────settle(failed)─▶ failed   (replays the failure answer)
+//!                        └──release──▶ (none)             (nothing was written: retry freely)
+//! ```
+//!
+//! An `in_flight` record carries an owner and a lease. A request that finds a live lease gets
+//! 409; one that finds an expired lease (its owner crashed) takes the key over. Settling and
+//! releasing check the owner, so a stale owner can never overwrite a newer one.
+//!
+//! This module knows nothing of HTTP or Kafka: it stores opaque answers.
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::event::{IdempotencyKey, TopicName};
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// The answer stored for a settled key, replayed byte for byte to later requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    /// The JSON body as sent to the first client.
+    pub body: String,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller owns the key and must settle or release it. `attempt` is 1 for a fresh key and
+    /// larger after a takeover of a crashed owner's lease (the event may already be in Kafka).
+    Claimed { attempt: u32 },
+    /// The key was settled before with the same event: answer with this.
+    Replay(StoredResponse),
+    /// Another request owns the key right now.
+    InFlight { retry_after: Duration },
+    /// The key was used with a different event.
+    Mismatch,
+}
+
+impl Claim {
+    /// A stable label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Claim::Claimed { attempt: 1 } => "claimed",
+            Claim::Claimed { .. } => "takeover",
+            Claim::Replay(_) => "replayed",
+            Claim::InFlight { .. } => "conflict",
+            Claim::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// How a claimed key ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Kafka acknowledged the event.
+    Done,
+    /// The event may be in Kafka; the key stays pinned to its failure answer until an operator
+    /// acts, so a retry cannot publish it a second time.
+    Failed,
+}
+
+impl Settlement {
+    fn as_str(self) -> &'static str {
+        match self {
+            Settlement::Done => "done",
+            Settlement::Failed => "failed",
+        }
+    }
+}
+
+/// The store could not answer; the caller must fail closed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the idempotency store is unreachable")]
+    Unavailable(#[source] ::redis::RedisError),
+    #[error("the idempotency store returned an unexpected reply: {0}")]
+    Protocol(String),
+}
+
+/// What `/readyz` learns from the store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreHealth {
+    /// Conditions that do not stop traffic but put the guarantee at risk.
+    pub warnings: Vec<String>,
+}
+
+/// Where idempotency records live: Redis in production, memory under `ackgate dev`.
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Atomically claims `key` for `owner`, or reports why not.
+    async fn claim(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+        owner: &str,
+    ) -> Result<Claim, StoreError>;
+
+    /// Stores the final answer if `owner` still holds the key. Returns whether it did.
+    async fn settle(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+        settlement: Settlement,
+        response: &StoredResponse,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets the claim if `owner` still holds it, so the client may retry with the same key.
+    async fn release(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Checks that the store answers.
+    async fn health(&self) -> Result<StoreHealth, StoreError>;
+}
+
+/// Lifetimes every store applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// How long a claim stays in flight before it may be taken over.
+    pub lease: Duration,
+    /// How long a record lives (refreshed when it is settled).
+    pub ttl: Duration,
+}

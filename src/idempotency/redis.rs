@@ -1,0 +1,204 @@
+//! Idempotency records in Redis: one hash per key, each transition one Lua script.
+//!
+//! Every script touches a single key (so it works on Redis Cluster too) and reads the clock
+//! with `TIME` inside Redis, so gateways with skewed clocks still agree on lease expiry.
+
+use async_trait::async_trait;
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use super::{
+    Claim, IdempotencyStore, Lifetimes, Settlement, StoreError, StoreHealth, StoredResponse,
+};
+use crate::event::{IdempotencyKey, TopicName};
+
+/// KEYS[1] record; ARGV: owner, fingerprint, lease_ms, ttl_ms.
+/// Returns {'claimed', attempt} | {'replay', status, body} | {'in_flight', ms_left} | {'mismatch'}.
+const CLAIM: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[3])
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'attempt', 'status', 'body')
+if not r[1] then
+  redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fp', ARGV[2], 'owner', ARGV[1],
+             'lease_until', now + lease, 'attempt', 1, 'created_ms', now)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return {'claimed', '1'}
+end
+-- The fingerprint is checked first, in any state: a reused key never sees another event's answer.
+if r[2] ~= ARGV[2] then
+  return {'mismatch'}
+end
+if r[1] ~= 'in_flight' then
+  return {'replay', r[5], r[6]}
+end
+local lease_until = tonumber(r[3])
+if lease_until > now then
+  return {'in_flight', tostring(lease_until - now)}
+end
+-- The owner's lease ran out: it crashed before settling. Take over, and say the event may be
+-- in Kafka already. Refresh the TTL so the record cannot expire under the new owner.
+local attempt = tonumber(r[4]) + 1
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease_until', now + lease,
+           'attempt', attempt, 'maybe_duplicate', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {'claimed', tostring(attempt)}
+"#;
+
+/// KEYS[1] record; ARGV: owner, state, status, body, ttl_ms. Returns 1 if settled.
+const SETTLE: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'state', 'owner')
+if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'body', ARGV[4])
+redis.call('HDEL', KEYS[1], 'lease_until')
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"#;
+
+/// KEYS[1] record; ARGV: owner. Returns 1 if released.
+const RELEASE: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'state', 'owner')
+if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
+/// The Redis-backed store, shared by every gateway replica.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    lifetimes: Lifetimes,
+    claim: Script,
+    settle: Script,
+    release: Script,
+}
+
+impl RedisStore {
+    pub fn new(conn: ConnectionManager, prefix: &str, lifetimes: Lifetimes) -> Self {
+        RedisStore {
+            conn,
+            prefix: prefix.to_owned(),
+            lifetimes,
+            claim: Script::new(CLAIM),
+            settle: Script::new(SETTLE),
+            release: Script::new(RELEASE),
+        }
+    }
+
+    /// `<prefix>:idem:<topic>:<key>`; a topic name cannot contain `:`, so this is unambiguous.
+    fn record_key(&self, topic: &TopicName, key: &IdempotencyKey) -> String {
+        format!("{}:idem:{}:{}", self.prefix, topic, key)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for RedisStore {
+    async fn claim(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+        owner: &str,
+    ) -> Result<Claim, StoreError> {
+        let reply: Vec<String> = self
+            .claim
+            .key(self.record_key(topic, key))
+            .arg(owner)
+            .arg(fingerprint)
+            .arg(self.lifetimes.lease.as_millis() as u64)
+            .arg(self.lifetimes.ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::Unavailable)?;
+        parse_claim(&reply)
+    }
+
+    async fn settle(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+        settlement: Settlement,
+        response: &StoredResponse,
+    ) -> Result<bool, StoreError> {
+        let settled: i64 = self
+            .settle
+            .key(self.record_key(topic, key))
+            .arg(owner)
+            .arg(settlement.as_str())
+            .arg(response.status)
+            .arg(&response.body)
+            .arg(self.lifetimes.ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(settled == 1)
+    }
+
+    async fn release(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let released: i64 = self
+            .release
+            .key(self.record_key(topic, key))
+            .arg(owner)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(released == 1)
+    }
+
+    async fn health(&self) -> Result<StoreHealth, StoreError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let mut health = StoreHealth::default();
+        // Managed Redis services often disable CONFIG; then the policy is unknown, not wrong.
+        let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await;
+        match policy.as_deref() {
+            Ok([_, policy]) if policy == "noeviction" => {}
+            Ok([_, policy]) => health.warnings.push(format!(
+                "Redis maxmemory-policy is '{policy}': Redis may evict idempotency records, \
+                 and an evicted record lets a retry publish a duplicate; set it to 'noeviction'"
+            )),
+            _ => health.warnings.push(
+                "could not read Redis maxmemory-policy (CONFIG GET refused); make sure it is \
+                 'noeviction'"
+                    .to_owned(),
+            ),
+        }
+        Ok(health)
+    }
+}
+
+fn parse_claim(reply: &[String]) -> Result<Claim, StoreError> {
+    let bad = || StoreError::Protocol(format!("claim script replied {reply:?}"));
+    match reply {
+        [tag, attempt] if tag == "claimed" => Ok(Claim::Claimed {
+            attempt: attempt.parse().map_err(|_| bad())?,
+        }),
+        [tag, status, body] if tag == "replay" => Ok(Claim::Replay(StoredResponse {
+            status: status.parse().map_err(|_| bad())?,
+            body: body.clone(),
+        })),
+        [tag, ms_left] if tag == "in_flight" => Ok(Claim::InFlight {
+            retry_after: std::time::Duration::from_millis(ms_left.parse().map_err(|_| bad())?),
+        }),
+        [tag] if tag == "mismatch" => Ok(Claim::Mismatch),
+        _ => Err(bad()),
+    }
+}

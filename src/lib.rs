@@ -1,0 +1,244 @@
+//! ackgate: an HTTP-to-Kafka gateway that answers only after Kafka has acknowledged.
+//!
+//! # Layout
+//!
+//! The modules follow the path of one request:
+//!
+//! - [`http`]: the HTTP surface. Parses and validates requests, translates answers into
+//!   responses and RFC 9457 problem documents; decides nothing itself.
+//! - [`pipeline`]: the path of one event — check the topic, claim the key, publish, settle or
+//!   keep a failure. The only module that knows the three below.
+//! - [`idempotency`]: the claim/settle/release state machine of each idempotency key, in Redis
+//!   (Lua scripts) or in memory.
+//! - [`publisher`]: the one shared idempotent producer, the topic check, and the classification
+//!   of every Kafka outcome.
+//! - [`failures`]: failure records, the events Kafka did not acknowledge, kept for an operator.
+//! - [`event`] and [`contract`]: the domain types parsed at the edge, and the response bodies.
+//! - [`settings`], [`telemetry`], [`dev`]: configuration, logs and metrics, and the
+//!   self-contained `ackgate dev` mode.
+//!
+//! [`Application::build`] wires them together and binds the listener; [`Application::run_until`]
+//! serves until a shutdown signal, then drains and flushes.
+
+pub mod contract;
+pub mod dev;
+pub mod event;
+pub mod failures;
+pub mod http;
+pub mod idempotency;
+pub mod pipeline;
+pub mod publisher;
+pub mod settings;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::failures::{FailureStore, MemoryFailureStore, RedisFailureStore};
+use crate::http::AppState;
+use crate::idempotency::{IdempotencyStore, Lifetimes, MemoryStore, RedisStore};
+use crate::pipeline::Pipeline;
+use crate::publisher::{Publisher, PublisherConfig};
+use crate::settings::Settings;
+
+/// Where idempotency and failure records are kept.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A Redis server shared by every gateway replica.
+    Redis { url: String },
+    /// Process memory: nothing survives a restart (`ackgate dev`).
+    Memory,
+}
+
+/// Everything needed to build the application.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    /// `bootstrap.servers`.
+    pub kafka_brokers: String,
+    pub backend: Backend,
+}
+
+/// A bound, ready-to-run gateway.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    tasks: TaskTracker,
+    settings: Settings,
+}
+
+impl Application {
+    /// Connects the clients and binds the listener. Fails with a one-line reason on bad
+    /// configuration; an unreachable Redis or Kafka is not a start-up error (`/readyz` reports
+    /// it, and requests fail closed until it is back).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let Config {
+            settings,
+            kafka_brokers,
+            backend,
+        } = config;
+        settings.validate().map_err(anyhow::Error::msg)?;
+        let lifetimes = Lifetimes {
+            lease: settings.lease(),
+            ttl: settings.idempotency_ttl(),
+        };
+        let (store, failures): (Arc<dyn IdempotencyStore>, Arc<dyn FailureStore>) = match backend {
+            Backend::Redis { url } => {
+                let conn = redis_connection(&url, settings.redis_timeout())?;
+                (
+                    Arc::new(RedisStore::new(
+                        conn.clone(),
+                        &settings.redis_key_prefix,
+                        lifetimes,
+                    )),
+                    Arc::new(RedisFailureStore::new(conn, &settings.redis_key_prefix)),
+                )
+            }
+            Backend::Memory => (
+                Arc::new(MemoryStore::new(lifetimes)),
+                Arc::new(MemoryFailureStore::default()),
+            ),
+        };
+        let publisher = Arc::new(
+            Publisher::new(PublisherConfig {
+                brokers: kafka_brokers,
+                delivery_timeout: settings.delivery_timeout(),
+                auto_create_topics: settings.auto_create_topics,
+                metadata_refresh: settings.metadata_refresh(),
+                properties: settings.kafka_properties.clone(),
+            })
+            .context("invalid Kafka producer configuration")?,
+        );
+        let tasks = TaskTracker::new();
+        let pipeline = Pipeline::new(
+            store.clone(),
+            failures.clone(),
+            publisher.clone(),
+            tasks.clone(),
+        );
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("could not listen on {}", settings.listen))?;
+        let state = AppState {
+            pipeline,
+            store,
+            failures,
+            publisher,
+            metrics: telemetry::metrics_handle(),
+            max_body_bytes: settings.max_body_bytes,
+        };
+        Ok(Application {
+            listener,
+            state,
+            tasks,
+            settings,
+        })
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then drains: stop accepting, let in-flight requests
+    /// finish within the grace period, wait for every delivery report, flush the producer.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            tasks,
+            settings,
+        } = self;
+        let publisher = state.publisher.clone();
+        self::warn_about_store(&state).await;
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<Instant>();
+        let server =
+            axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutdown requested; draining in-flight requests");
+                let _ = signalled_tx.send(Instant::now());
+            });
+        let grace = settings.shutdown_grace();
+        let deadline = async move {
+            match signalled_rx.await {
+                Ok(at) => tokio::time::sleep_until((at + grace).into()).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let started_drain = Instant::now();
+        tokio::select! {
+            result = server => result.context("the HTTP server failed")?,
+            () = deadline => tracing::warn!(
+                grace_ms = settings.shutdown_grace_ms,
+                "grace period over with requests still open; closing them"
+            ),
+        }
+
+        // Delivery tasks outlive their requests: wait for their reports even when the client
+        // has gone, so that every outcome is recorded.
+        tasks.close();
+        let remaining = grace
+            .saturating_sub(started_drain.elapsed())
+            .max(Duration::from_secs(1));
+        if tokio::time::timeout(remaining, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                open = tasks.len(),
+                "deliveries still waiting for Kafka at exit"
+            );
+        }
+        let in_flight = publisher.in_flight_count();
+        if let Err(error) = publisher.flush(Duration::from_secs(5)).await {
+            tracing::error!(%error, in_flight, "flushing the producer failed");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn warn_about_store(state: &AppState) {
+    match tokio::time::timeout(Duration::from_secs(3), state.store.health()).await {
+        Ok(Ok(health)) => {
+            for warning in health.warnings {
+                tracing::warn!("{warning}");
+            }
+        }
+        Ok(Err(error)) => tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "Redis is not reachable yet; requests get 503 until it is"
+        ),
+        Err(_) => {
+            tracing::warn!("Redis did not answer at start-up; requests get 503 until it does")
+        }
+    }
+}
+
+/// One connection manager for the whole process: it multiplexes concurrent commands on one
+/// connection and reconnects in the background. It connects lazily, so a Redis that is down at
+/// start-up does not stop the gateway.
+fn redis_connection(url: &str, timeout: Duration) -> anyhow::Result<ConnectionManager> {
+    // The URL may hold a password: never echo it.
+    let client = redis::Client::open(url).map_err(|_| {
+        anyhow::anyhow!(
+            "invalid --redis-url (expected redis://[user:password@]host[:port][/db] or rediss://…)"
+        )
+    })?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_lazy_with_config(client, config)
+        .context("could not set up the Redis connection")
+}

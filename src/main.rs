@@ -1,0 +1,117 @@
+//! The `ackgate` binary: parse flags, set up logs, run a subcommand.
+
+use std::process::ExitCode;
+
+use ackgate::dev::DevArgs;
+use ackgate::settings::Settings;
+use ackgate::{Application, Backend, Config, telemetry};
+use clap::{Args, Parser, Subcommand};
+use utoipa::OpenApi;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ackgate",
+    version,
+    about = "HTTP-to-Kafka gateway that answers only after Kafka has acknowledged"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway against Kafka and Redis.
+    Serve(ServeArgs),
+    /// Run the gateway with an in-process Kafka and in-memory stores (nothing is kept).
+    Dev(DevArgs),
+    /// Print the OpenAPI document (JSON).
+    Openapi,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "ACKGATE_KAFKA_BROKERS", default_value = "localhost:9092")]
+    kafka_brokers: String,
+
+    /// Redis URL for idempotency and failure records: redis://[user:password@]host[:port][/db],
+    /// or rediss:// for TLS.
+    #[arg(
+        long,
+        env = "ACKGATE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    redis_url: String,
+
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Openapi => {
+            println!("{}", openapi_json());
+            Ok(())
+        }
+        Command::Serve(args) => serve(args).await,
+        Command::Dev(args) => {
+            match telemetry::init_tracing(args.settings.log_format, &args.settings.log_filter) {
+                Ok(()) => ackgate::dev::run(args, shutdown_signal()).await,
+                Err(error) => Err(error),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init_tracing(args.settings.log_format, &args.settings.log_filter)?;
+    let app = Application::build(Config {
+        settings: args.settings,
+        kafka_brokers: args.kafka_brokers,
+        backend: Backend::Redis {
+            url: args.redis_url,
+        },
+    })
+    .await?;
+    tracing::info!(addr = %app.local_addr(), "ackgate listening");
+    app.run_until(shutdown_signal()).await
+}
+
+fn openapi_json() -> String {
+    ackgate::http::ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document always serializes")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

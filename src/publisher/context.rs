@@ -1,0 +1,100 @@
+//! The producer's callbacks: delivery reports, and errors that concern the whole client.
+//!
+//! rust-rdkafka's `FutureProducer` answers with the error code only. The gateway needs
+//! librdkafka's own verdict on whether a failed message may have been written
+//! (`rd_kafka_message_status`), which rust-rdkafka does not wrap, so this context reads it from
+//! the delivered message and hands the whole report to the waiting request through a oneshot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, DeliveryResult, Message};
+use rdkafka::producer::ProducerContext;
+use rdkafka::{ClientContext, Timestamp};
+use tokio::sync::oneshot;
+
+use super::classify::{DeliveryFailure, Persistence};
+
+/// Where Kafka put an acknowledged record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub partition: i32,
+    pub offset: i64,
+    /// The record's timestamp in milliseconds since the epoch.
+    pub timestamp_ms: i64,
+}
+
+pub type DeliveryReport = Result<Ack, DeliveryFailure>;
+
+/// Callbacks of one producer instance.
+#[derive(Debug, Default, Clone)]
+pub(super) struct DeliveryContext {
+    /// Set when librdkafka raised a fatal error: this producer instance can never produce again.
+    fatal: Arc<AtomicBool>,
+}
+
+impl DeliveryContext {
+    pub(super) fn is_fatal(&self) -> bool {
+        self.fatal.load(Ordering::Acquire)
+    }
+}
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            self.fatal.store(true, Ordering::Release);
+            tracing::error!(%error, reason, "the Kafka producer hit a fatal error");
+        } else {
+            // Transient client-level errors (a broker connection dropped, all brokers down);
+            // librdkafka keeps retrying and individual deliveries report their own outcome.
+            tracing::warn!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<oneshot::Sender<DeliveryReport>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, reply: Self::DeliveryOpaque) {
+        let report = match result {
+            Ok(message) => Ok(Ack {
+                partition: message.partition(),
+                offset: message.offset(),
+                timestamp_ms: broker_timestamp(message.timestamp()).unwrap_or(-1),
+            }),
+            Err((error, message)) => {
+                Err(DeliveryFailure::from_report(error, message_status(message)))
+            }
+        };
+        // The publishing task always waits for its report; a closed channel only means the
+        // runtime is shutting down, and the outcome is logged there.
+        let _ = reply.send(report);
+    }
+}
+
+/// The record's timestamp as the broker reported it, if it did.
+///
+/// For `CreateTime` topics the record keeps the time the gateway set (the caller knows it); for
+/// `LogAppendTime` topics the broker's time replaces it. Brokers that report an append time
+/// before the year 2000 (librdkafka's mock cluster reports 1234 ms) are not reporting one.
+fn broker_timestamp(timestamp: Timestamp) -> Option<i64> {
+    const YEAR_2000_MS: i64 = 946_684_800_000;
+    match timestamp {
+        Timestamp::LogAppendTime(ms) if ms >= YEAR_2000_MS => Some(ms),
+        _ => None,
+    }
+}
+
+/// librdkafka's persistence verdict for a delivered (or failed) message.
+#[allow(unsafe_code)]
+fn message_status(message: &BorrowedMessage<'_>) -> Persistence {
+    use rdkafka::bindings::{rd_kafka_message_status, rd_kafka_msg_status_t as S};
+    // SAFETY: `message` borrows the rd_kafka_message_t of the delivery report being handled, so
+    // the pointer is valid for this call; rd_kafka_message_status only reads it.
+    match unsafe { rd_kafka_message_status(message.ptr()) } {
+        S::RD_KAFKA_MSG_STATUS_NOT_PERSISTED => Persistence::NotPersisted,
+        S::RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED => Persistence::PossiblyPersisted,
+        S::RD_KAFKA_MSG_STATUS_PERSISTED => Persistence::Persisted,
+    }
+}

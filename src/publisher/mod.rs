@@ -1,0 +1,233 @@
+//! The one shared Kafka producer, and the topic check in front of it.
+//!
+//! One idempotent producer (`enable.idempotence=true`, `acks=all`) per process, shared by every
+//! request: librdkafka batches concurrent events into one produce request per partition, and its
+//! own retries — made safe by idempotence — handle everything transient inside
+//! `delivery.timeout.ms`. [`Publisher::publish`] resolves only from the delivery report.
+//!
+//! This module knows nothing of HTTP or of idempotency records.
+
+mod classify;
+mod context;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::oneshot;
+
+pub use self::classify::{DeliveryFailure, FailureKind, Persistence};
+use self::context::DeliveryContext;
+pub use self::context::{Ack, DeliveryReport};
+use crate::event::{Event, TopicName};
+
+type KafkaProducer = ThreadedProducer<DeliveryContext>;
+
+/// A negative answer ("no such topic") is cached only briefly: a topic created a moment ago
+/// should be usable at once.
+const MISSING_TOPIC_TTL: Duration = Duration::from_secs(1);
+/// Upper bound on one metadata request.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the publisher is configured.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    pub brokers: String,
+    pub delivery_timeout: Duration,
+    pub auto_create_topics: bool,
+    pub metadata_refresh: Duration,
+    /// Extra librdkafka properties (security, tuning), validated by the settings.
+    pub properties: Vec<(String, String)>,
+}
+
+/// Whether a topic can be written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicStatus {
+    Exists,
+    Missing,
+}
+
+/// The shared producer.
+pub struct Publisher {
+    producer: ArcSwap<KafkaProducer>,
+    config: PublisherConfig,
+    topics: RwLock<HashMap<TopicName, (TopicStatus, Instant)>>,
+}
+
+impl Publisher {
+    /// Builds the producer. Fails on a configuration librdkafka refuses.
+    pub fn new(config: PublisherConfig) -> Result<Self, KafkaError> {
+        let producer = build_producer(&config)?;
+        Ok(Publisher {
+            producer: ArcSwap::from_pointee(producer),
+            config,
+            topics: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Hands the event to librdkafka and waits for its delivery report.
+    pub async fn publish(&self, event: &Event) -> DeliveryReport {
+        let producer = self.producer.load_full();
+        let (tx, rx) = oneshot::channel();
+        let headers = event
+            .record_headers()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+        let created_ms = now_ms();
+        let mut record = BaseRecord::with_opaque_to(event.topic.as_str(), Box::new(tx))
+            .payload(event.value.as_ref())
+            .headers(headers)
+            .timestamp(created_ms);
+        if let Some(key) = &event.key {
+            record = record.key(key.as_ref());
+        }
+        // `send` never blocks: on a full local queue it hands the record back at once, which is
+        // the back-pressure signal (nothing was enqueued).
+        if let Err((error, _record)) = producer.send(record) {
+            return Err(DeliveryFailure::not_enqueued(&error));
+        }
+        match rx.await {
+            Ok(Ok(ack)) if ack.timestamp_ms < 0 => Ok(Ack {
+                timestamp_ms: created_ms,
+                ..ack
+            }),
+            Ok(report) => report,
+            // The producer was destroyed with the message still inside: librdkafka purged it
+            // without a report. It may have been sent.
+            Err(_) => Err(DeliveryFailure::from_report(
+                &KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight),
+                Persistence::PossiblyPersisted,
+            )),
+        }
+    }
+
+    /// Whether `topic` exists, from cached metadata refreshed every `metadata_refresh`.
+    ///
+    /// librdkafka only reports an unknown topic when a message times out, so without this check
+    /// a typo would hold a request for the whole delivery timeout.
+    pub async fn topic_status(&self, topic: &TopicName) -> Result<TopicStatus, KafkaError> {
+        if self.config.auto_create_topics {
+            return Ok(TopicStatus::Exists);
+        }
+        let cached = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .copied();
+        if let Some((status, fetched)) = cached {
+            let ttl = match status {
+                TopicStatus::Exists => self.config.metadata_refresh,
+                TopicStatus::Missing => MISSING_TOPIC_TTL,
+            };
+            if fetched.elapsed() < ttl {
+                return Ok(status);
+            }
+        }
+        let status = self.fetch_topic_status(topic).await?;
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.clone(), (status, Instant::now()));
+        Ok(status)
+    }
+
+    async fn fetch_topic_status(&self, topic: &TopicName) -> Result<TopicStatus, KafkaError> {
+        let producer = self.producer.load_full();
+        let name = topic.as_str().to_owned();
+        let timeout = METADATA_TIMEOUT.min(self.config.delivery_timeout);
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(Some(&name), timeout)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+        let Some(found) = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic.as_str())
+        else {
+            return Ok(TopicStatus::Missing);
+        };
+        match found.error() {
+            None if !found.partitions().is_empty() => Ok(TopicStatus::Exists),
+            None | Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+                Ok(TopicStatus::Missing)
+            }
+            Some(error) => Err(KafkaError::MetadataFetch(error.into())),
+        }
+    }
+
+    /// Checks that at least one broker answers a metadata request.
+    pub async fn health(&self) -> Result<usize, KafkaError> {
+        let producer = self.producer.load_full();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+        Ok(metadata.brokers().len())
+    }
+
+    /// Whether the current producer hit a fatal error and can no longer produce.
+    pub fn is_fatal(&self) -> bool {
+        self.producer.load().context().is_fatal()
+    }
+
+    /// Waits until every enqueued event has its delivery report, or `timeout` runs out.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.producer.load_full();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|_| KafkaError::Canceled)?
+    }
+
+    /// Events handed to librdkafka and not yet reported.
+    pub fn in_flight_count(&self) -> i32 {
+        self.producer.load().in_flight_count()
+    }
+}
+
+fn build_producer(config: &PublisherConfig) -> Result<KafkaProducer, KafkaError> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("client.id", "ackgate")
+        // The guarantee itself: idempotence (no duplicates from librdkafka's own retries, no
+        // reordering) and acknowledgement by every in-sync replica.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set(
+            "delivery.timeout.ms",
+            config.delivery_timeout.as_millis().to_string(),
+        )
+        .set(
+            "allow.auto.create.topics",
+            config.auto_create_topics.to_string(),
+        );
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client.create_with_context(DeliveryContext::default())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Shared handle.
+pub type SharedPublisher = Arc<Publisher>;

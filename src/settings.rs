@@ -1,0 +1,237 @@
+//! Every setting the gateway reads, in one typed place.
+//!
+//! Settings come from flags or the environment (flags win) and are validated once, at start-up:
+//! a bad setting stops the process with one clear line instead of surfacing later as a strange
+//! request failure. Nothing else in the crate reads environment variables.
+//!
+//! Tests build a [`Settings`] with [`Settings::defaults`] and struct-update syntax, so they never
+//! touch the process environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// librdkafka's own default is 300 000 ms; a client waiting five minutes for an answer is not
+/// what an HTTP caller expects, so the gateway uses 30 s.
+pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 30_000;
+/// How long a completed idempotency record is kept (and replayed): 24 hours.
+pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
+/// Largest accepted event body: 1 MiB (Kafka's default `message.max.bytes` is about the same).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Properties the gateway owns: overriding them would silently break the delivery guarantee.
+const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "delivery.timeout.ms",
+    "message.timeout.ms",
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "allow.auto.create.topics",
+    "transactional.id",
+];
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Settings shared by `ackgate serve` and `ackgate dev`.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "ACKGATE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// How long librdkafka may try to deliver one event, retries included
+    /// (`delivery.timeout.ms`). A request is answered within about this time.
+    #[arg(long, env = "ACKGATE_DELIVERY_TIMEOUT_MS", default_value_t = DEFAULT_DELIVERY_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
+    pub delivery_timeout_ms: u64,
+
+    /// How long an idempotency record is kept after the request completed; a retry within this
+    /// time replays the stored answer, a retry after it is treated as a new event.
+    #[arg(long, env = "ACKGATE_IDEMPOTENCY_TTL_SECS", default_value_t = DEFAULT_IDEMPOTENCY_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub idempotency_ttl_secs: u64,
+
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    #[arg(long, env = "ACKGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
+          value_parser = parse_body_limit)]
+    pub max_body_bytes: usize,
+
+    /// Extra librdkafka producer property as KEY=VALUE (repeatable), e.g. for SASL/SSL:
+    /// `--kafka-property security.protocol=SASL_SSL`. In the environment, separate several
+    /// with commas.
+    #[arg(long = "kafka-property", env = "ACKGATE_KAFKA_PROPERTIES", value_name = "KEY=VALUE",
+          value_delimiter = ',', value_parser = parse_kafka_property)]
+    pub kafka_properties: Vec<(String, String)>,
+
+    /// Let the broker create unknown topics on first use. Off by default: a typo in a topic name
+    /// gets a prompt 404 instead of a new topic.
+    #[arg(long, env = "ACKGATE_AUTO_CREATE_TOPICS", default_value_t = false)]
+    pub auto_create_topics: bool,
+
+    /// How long the answer "this topic exists" is cached before Kafka metadata is asked again.
+    #[arg(long, env = "ACKGATE_METADATA_REFRESH_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub metadata_refresh_ms: u64,
+
+    /// Timeout for connecting to Redis and for each Redis command. When Redis does not answer
+    /// in time the request gets 503 and nothing is published.
+    #[arg(long, env = "ACKGATE_REDIS_TIMEOUT_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub redis_timeout_ms: u64,
+
+    /// Prefix of every Redis key the gateway writes, so several deployments can share one Redis.
+    #[arg(long, env = "ACKGATE_REDIS_KEY_PREFIX", default_value = "ackgate",
+          value_parser = parse_key_prefix)]
+    pub redis_key_prefix: String,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the producer is
+    /// flushed and the process exits.
+    #[arg(long, env = "ACKGATE_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "ACKGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `ackgate=debug,rdkafka=warn`.
+    #[arg(long, env = "ACKGATE_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+impl Settings {
+    /// The documented defaults, without reading flags or the environment.
+    pub fn defaults() -> Self {
+        Settings {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            delivery_timeout_ms: DEFAULT_DELIVERY_TIMEOUT_MS,
+            idempotency_ttl_secs: DEFAULT_IDEMPOTENCY_TTL_SECS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            kafka_properties: Vec::new(),
+            auto_create_topics: false,
+            metadata_refresh_ms: 30_000,
+            redis_timeout_ms: 1_000,
+            redis_key_prefix: "ackgate".to_owned(),
+            shutdown_grace_ms: 30_000,
+            log_format: LogFormat::Text,
+            log_filter: "info".to_owned(),
+        }
+    }
+
+    /// Checks that hold between settings; each error is one line for the operator.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idempotency_ttl().as_millis() <= self.lease().as_millis() {
+            return Err(format!(
+                "--idempotency-ttl-secs ({}) must be longer than the in-flight lease ({} ms, \
+                 the delivery timeout plus a margin)",
+                self.idempotency_ttl_secs,
+                self.lease().as_millis()
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery_timeout_ms)
+    }
+
+    /// How long a claimed key stays in flight before another request may take it over.
+    ///
+    /// It must outlive librdkafka's delivery timeout: `delivery.timeout.ms` bounds the whole
+    /// delivery, retries included, so a live owner always settles its key before the lease runs
+    /// out, and a takeover only ever happens after a crash.
+    pub fn lease(&self) -> Duration {
+        self.delivery_timeout() + Duration::from_secs(10)
+    }
+
+    pub fn idempotency_ttl(&self) -> Duration {
+        Duration::from_secs(self.idempotency_ttl_secs)
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn metadata_refresh(&self) -> Duration {
+        Duration::from_millis(self.metadata_refresh_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+fn parse_body_limit(value: &str) -> Result<usize, String> {
+    let bytes: usize = value
+        .parse()
+        .map_err(|_| format!("'{value}' is not a number of bytes"))?;
+    if !(1..=64 * 1024 * 1024).contains(&bytes) {
+        return Err("must be between 1 and 67108864 bytes (64 MiB)".to_owned());
+    }
+    Ok(bytes)
+}
+
+fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
+    let (key, val) = value
+        .split_once('=')
+        .ok_or_else(|| format!("'{value}' is not KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("'{value}' has an empty key"));
+    }
+    if RESERVED_KAFKA_PROPERTIES.contains(&key) {
+        return Err(format!(
+            "'{key}' is set by ackgate itself (use the matching ackgate setting, if any)"
+        ));
+    }
+    Ok((key.to_owned(), val.to_owned()))
+}
+
+fn parse_key_prefix(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("must be 1-64 characters of [A-Za-z0-9._-]".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_properties_reject_the_ones_the_gateway_owns() {
+        assert!(parse_kafka_property("acks=1").is_err());
+        assert!(parse_kafka_property("enable.idempotence=false").is_err());
+        assert!(parse_kafka_property("noequals").is_err());
+        assert_eq!(
+            parse_kafka_property("sasl.password=a=b").unwrap(),
+            ("sasl.password".to_owned(), "a=b".to_owned())
+        );
+    }
+
+    #[test]
+    fn ttl_must_outlive_the_lease() {
+        let settings = Settings {
+            idempotency_ttl_secs: 60,
+            delivery_timeout_ms: 60_000,
+            ..Settings::defaults()
+        };
+        assert!(settings.validate().is_err());
+        assert!(Settings::defaults().validate().is_ok());
+    }
+}

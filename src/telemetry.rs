@@ -1,0 +1,79 @@
+//! Logs and metrics set-up, once per process.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::LogFormat;
+
+/// Latency buckets in seconds: from a fast local ack to the default delivery timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the global tracing subscriber. Call once, from `main`.
+pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("invalid --log-filter '{filter}': {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("could not install the log subscriber: {e}"))
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+///
+/// `metrics` has one global recorder per process; several applications in one process (as in
+/// the tests) share it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("duration_seconds".to_owned()),
+                    LATENCY_BUCKETS,
+                )
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first, which this crate never does.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "ackgate_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
+    describe_histogram!(
+        "ackgate_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by route and method"
+    );
+    describe_gauge!(
+        "ackgate_http_requests_in_flight",
+        "HTTP requests being served"
+    );
+    describe_histogram!(
+        "ackgate_produce_duration_seconds",
+        Unit::Seconds,
+        "Time from handing an event to the producer to its delivery report"
+    );
+    describe_counter!(
+        "ackgate_delivery_errors_total",
+        "Failed deliveries by librdkafka error code"
+    );
+    describe_counter!(
+        "ackgate_dedupe_outcomes_total",
+        "Idempotency claims by outcome: claimed, takeover, replayed, conflict, mismatch, store_unavailable"
+    );
+}

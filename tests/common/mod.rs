@@ -1,0 +1,371 @@
+//! Test harness: the whole application in-process on port 0, against a real Redis and a real
+//! Kafka-protocol broker, plus helpers that read back what actually reached Kafka.
+//!
+//! `scripts/test.sh` starts the broker and exports where to find it:
+//! `ACKGATE_TEST_KAFKA_BROKERS`, `ACKGATE_TEST_REDIS_URL`, `ACKGATE_TEST_REDIS_SERVER`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ackgate::settings::Settings;
+use ackgate::{Application, Backend, Config};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub fn kafka_brokers() -> String {
+    std::env::var("ACKGATE_TEST_KAFKA_BROKERS").expect(
+        "ACKGATE_TEST_KAFKA_BROKERS is not set: run the tests with scripts/test.sh, which starts \
+         a Kafka-protocol broker",
+    )
+}
+
+pub fn redis_url() -> String {
+    std::env::var("ACKGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A name no other test uses, so tests can run in parallel against one broker and one Redis.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// Settings for a test app: port 0 on loopback, its own Redis key prefix, short timeouts.
+pub fn test_settings() -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        redis_key_prefix: unique("t"),
+        delivery_timeout_ms: 10_000,
+        ..Settings::defaults()
+    }
+}
+
+pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("create_topics request");
+    for result in results {
+        if let Err((name, code)) = result {
+            assert_eq!(
+                code,
+                RDKafkaErrorCode::TopicAlreadyExists,
+                "creating topic {name} failed: {code:?}"
+            );
+        }
+    }
+}
+
+/// A running application and an HTTP client for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(settings: Settings, brokers: &str, backend: Backend) -> TestApp {
+        let app = Application::build(Config {
+            settings: settings.clone(),
+            kafka_brokers: brokers.to_owned(),
+            backend,
+        })
+        .await
+        .expect("the application builds");
+        let addr = app.local_addr();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            client: reqwest::Client::new(),
+            settings,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// An app against the test broker and the shared test Redis.
+    pub async fn spawn_default(settings: Settings) -> TestApp {
+        Self::spawn(
+            settings,
+            &kafka_brokers(),
+            Backend::Redis { url: redis_url() },
+        )
+        .await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A POST to the events route; add headers with the builder before sending.
+    pub fn post_event(&self, topic: &str, key: &str, body: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(&format!("/v1/topics/{topic}/events")))
+            .header("Idempotency-Key", key)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+    }
+
+    /// Triggers graceful shutdown and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle
+            .take()
+            .unwrap()
+            .await
+            .expect("run_until panicked")
+    }
+
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn join(mut self) -> anyhow::Result<()> {
+        self.handle
+            .take()
+            .unwrap()
+            .await
+            .expect("run_until panicked")
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub async fn from(response: reqwest::Response) -> Reply {
+        Reply {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.text().await.expect("response body"),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem with this status and code.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "errors are problem+json"
+        );
+        let body = self.json();
+        assert_eq!(body["code"], code, "problem code; body: {}", self.body);
+        assert_eq!(body["status"], status);
+        assert_eq!(body["type"], format!("urn:ackgate:problem:{code}"));
+        assert!(body["title"].is_string() && body["detail"].is_string());
+    }
+}
+
+pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+    Reply::from(request.send().await.expect("request sent")).await
+}
+
+/// One record as it is in Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub value: Vec<u8>,
+}
+
+impl Record {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Reads every record of `topic` from the beginning.
+///
+/// Stops once every partition reported its end *and* nothing new arrived for `idle`: some
+/// test brokers report a lagging high watermark right after an acknowledgement, so the end of
+/// partition alone is not proof that everything was read.
+pub fn consume_all(brokers: &str, topic: &str, partitions: i32) -> Vec<Record> {
+    consume_until(
+        brokers,
+        topic,
+        partitions,
+        usize::MAX,
+        Duration::from_secs(15),
+    )
+}
+
+/// Like [`consume_all`], but returns as soon as `at_least` records were read and the topic
+/// stayed quiet for a moment.
+pub fn consume_until(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    at_least: usize,
+    deadline: Duration,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).expect("assign");
+    let idle = Duration::from_millis(1500);
+    let started = Instant::now();
+    let mut last_activity = Instant::now();
+    let mut at_end: HashMap<i32, bool> = HashMap::new();
+    let mut records = Vec::new();
+    while started.elapsed() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                last_activity = Instant::now();
+                at_end.insert(message.partition(), false);
+                records.push(Record {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    headers: message
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p, true);
+            }
+            Some(Err(error)) => panic!("consuming {topic} failed: {error}"),
+            None => {}
+        }
+        let all_at_end = at_end.len() == partitions as usize && at_end.values().all(|e| *e);
+        let quiet = last_activity.elapsed() >= idle;
+        if (all_at_end || records.len() >= at_least) && quiet {
+            break;
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    records
+}
+
+/// A Redis server of the test's own, on a free port, that the test may stop and restart.
+/// (Never the shared one on 6379.)
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    pub fn start() -> OwnRedis {
+        let port = free_port();
+        let mut redis = OwnRedis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let server = std::env::var("ACKGATE_TEST_REDIS_SERVER")
+            .unwrap_or_else(|_| "redis-server".to_owned());
+        let child = Command::new(server)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (install it, or run scripts/test.sh)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "own redis did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether a key exists in Redis (to prove a refused request left nothing behind).
+pub async fn redis_keys(url: &str, pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}

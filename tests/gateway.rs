@@ -1,0 +1,368 @@
+//! The core contract against a real Kafka-protocol broker and a real Redis: what a response
+//! claims is checked against what is actually in Kafka.
+
+mod common;
+
+use std::collections::HashSet;
+
+use ackgate::Backend;
+use common::*;
+
+const PARTITIONS: i32 = 3;
+
+async fn topic() -> String {
+    let name = unique("gw");
+    create_topic(&kafka_brokers(), &name, PARTITIONS).await;
+    name
+}
+
+fn records(topic: &str) -> Vec<Record> {
+    consume_all(&kafka_brokers(), topic, PARTITIONS)
+}
+
+#[tokio::test]
+async fn a_persisted_event_is_in_kafka_exactly_where_the_response_says() {
+    let app = TestApp::spawn_default(test_settings()).await;
+    let topic = topic().await;
+    let body = r#"{"order": 1001, "total": 42.5}"#;
+
+    let reply = send(
+        app.post_event(&topic, "order-1001", body)
+            .header("Kafka-Key", "customer-42")
+            .header("Kafka-Header-Trace-Id", "abc-123")
+            .header("Kafka-Header-Source", "checkout"),
+    )
+    .await;
+
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.header("idempotent-replayed"), None);
+    let json = reply.json();
+    assert_eq!(json["status"], "persisted");
+    assert_eq!(json["topic"], topic.as_str());
+    assert_eq!(json["idempotency_key"], "order-1001");
+    assert!(json["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    let in_kafka = records(&topic);
+    assert_eq!(in_kafka.len(), 1, "exactly one record: {in_kafka:?}");
+    let record = &in_kafka[0];
+    assert_eq!(
+        i64::from(record.partition),
+        json["partition"].as_i64().unwrap()
+    );
+    assert_eq!(record.offset, json["offset"].as_i64().unwrap());
+    assert_eq!(record.key.as_deref(), Some(&b"customer-42"[..]));
+    assert_eq!(
+        record.value,
+        body.as_bytes(),
+        "the value is forwarded byte for byte"
+    );
+    assert_eq!(record.header("trace-id"), Some(&b"abc-123"[..]));
+    assert_eq!(record.header("source"), Some(&b"checkout"[..]));
+    assert_eq!(
+        record.header("content-type"),
+        Some(&b"application/json"[..])
+    );
+    assert_eq!(record.header("idempotency-key"), Some(&b"order-1001"[..]));
+}
+
+#[tokio::test]
+async fn a_repeated_request_replays_the_answer_and_publishes_nothing() {
+    let app = TestApp::spawn_default(test_settings()).await;
+    let topic = topic().await;
+
+    let first = send(app.post_event(&topic, "k-1", r#"{"n":1}"#)).await;
+    let second = send(app.post_event(&topic, "k-1", r#"{"n":1}"#)).await;
+    // The structured-field form of the same key is the same key.
+    let quoted = send(app.post_event(&topic, "\"k-1\"", r#"{"n":1}"#)).await;
+
+    assert_eq!(first.status, 201, "{}", first.body);
+    for replay in [&second, &quoted] {
+        assert_eq!(replay.status, first.status);
+        assert_eq!(
+            replay.body, first.body,
+            "a replay is byte-for-byte the first answer"
+        );
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    }
+    assert_eq!(records(&topic).len(), 1, "the replays added no record");
+}
+
+#[tokio::test]
+async fn the_same_key_with_a_different_event_is_refused() {
+    let app = TestApp::spawn_default(test_settings()).await;
+    let topic = topic().await;
+
+    let first = send(app.post_event(&topic, "k-reused", r#"{"n":1}"#)).await;
+    let other_body = send(app.post_event(&topic, "k-reused", r#"{"n":2}"#)).await;
+    let other_key = send(
+        app.post_event(&topic, "k-reused", r#"{"n":1}"#)
+            .header("Kafka-Key", "x"),
+    )
+    .await;
+    let other_header = send(
+        app.post_event(&topic, "k-reused", r#"{"n":1}"#)
+            .header("Kafka-Header-A", "b"),
+    )
+    .await;
+
+    assert_eq!(first.status, 201);
+    for reply in [&other_body, &other_key, &other_header] {
+        reply.assert_problem(422, "idempotency-key-reused");
+    }
+    assert_eq!(records(&topic).len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_requests_get_400_and_leave_nothing_behind() {
+    let settings = test_settings();
+    let prefix = settings.redis_key_prefix.clone();
+    let app = TestApp::spawn_default(settings).await;
+    let topic = topic().await;
+    let events = app.url(&format!("/v1/topics/{topic}/events"));
+
+    let missing_key = send(app.client.post(&events).body("{}")).await;
+    missing_key.assert_problem(400, "missing-idempotency-key");
+
+    for bad_key in ["has space", &"x".repeat(256), "\"\""] {
+        let reply = send(app.post_event(&topic, bad_key, "{}")).await;
+        reply.assert_problem(400, "invalid-idempotency-key");
+    }
+
+    let invalid_topic = send(app.post_event("bad$topic", "k", "{}")).await;
+    invalid_topic.assert_problem(400, "invalid-topic");
+    let long_topic = send(app.post_event(&"t".repeat(250), "k", "{}")).await;
+    long_topic.assert_problem(400, "invalid-topic");
+
+    let bad_json = send(app.post_event(&topic, "k-json", "{not json")).await;
+    bad_json.assert_problem(400, "invalid-json");
+    let deep_json = send(app.post_event(&topic, "k-deep", &"[".repeat(10_000))).await;
+    deep_json.assert_problem(400, "invalid-json");
+
+    let reserved = send(
+        app.post_event(&topic, "k-reserved", "{}")
+            .header("Kafka-Header-Idempotency-Key", "other"),
+    )
+    .await;
+    reserved.assert_problem(400, "invalid-header");
+
+    let two_keys = send(
+        app.client
+            .post(&events)
+            .header("Idempotency-Key", "a")
+            .header("Idempotency-Key", "b")
+            .body("{}"),
+    )
+    .await;
+    two_keys.assert_problem(400, "invalid-header");
+
+    // Not JSON, and not declared as JSON: forwarded as it is.
+    let text = send(
+        app.client
+            .post(&events)
+            .header("Idempotency-Key", "k-text")
+            .header("Content-Type", "text/plain")
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!(text.status, 201, "{}", text.body);
+
+    let in_kafka = records(&topic);
+    assert_eq!(in_kafka.len(), 1, "only the valid text event: {in_kafka:?}");
+    let keys = redis_keys(&redis_url(), &format!("{prefix}:idem:*")).await;
+    assert_eq!(
+        keys.len(),
+        1,
+        "only the valid event claimed a key: {keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_topic_is_a_prompt_404_before_any_key_is_claimed() {
+    let settings = test_settings();
+    let prefix = settings.redis_key_prefix.clone();
+    let app = TestApp::spawn_default(settings).await;
+    let missing = unique("missing");
+
+    let started = std::time::Instant::now();
+    let reply = send(app.post_event(&missing, "k", "{}")).await;
+
+    reply.assert_problem(404, "topic-not-found");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the 404 does not wait for the delivery timeout"
+    );
+    let keys = redis_keys(&redis_url(), &format!("{prefix}:*")).await;
+    assert!(keys.is_empty(), "no key claimed: {keys:?}");
+    // And the gateway did not create the topic.
+    let again = send(app.post_event(&missing, "k", "{}")).await;
+    again.assert_problem(404, "topic-not-found");
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_and_at_the_limit_are_published() {
+    let settings = ackgate::settings::Settings {
+        max_body_bytes: 1024,
+        ..test_settings()
+    };
+    let app = TestApp::spawn_default(settings).await;
+    let topic = topic().await;
+    let at_limit = "a".repeat(1024);
+    let over_limit = "a".repeat(1025);
+    let events = app.url(&format!("/v1/topics/{topic}/events"));
+    let text = |key: &str, body: &str| {
+        app.client
+            .post(&events)
+            .header("Idempotency-Key", key)
+            .header("Content-Type", "text/plain")
+            .body(body.to_owned())
+    };
+
+    let over = send(text("k-over", &over_limit)).await;
+    over.assert_problem(413, "payload-too-large");
+    // Without Content-Length (chunked), the limit still holds while reading.
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(over_limit.clone())]);
+    let chunked = send(
+        app.client
+            .post(&events)
+            .header("Idempotency-Key", "k-chunked")
+            .body(reqwest::Body::wrap_stream(stream)),
+    )
+    .await;
+    chunked.assert_problem(413, "payload-too-large");
+
+    let at = send(text("k-at", &at_limit)).await;
+    assert_eq!(at.status, 201, "{}", at.body);
+    let in_kafka = records(&topic);
+    assert_eq!(in_kafka.len(), 1);
+    assert_eq!(in_kafka[0].value.len(), 1024);
+}
+
+#[tokio::test]
+async fn with_redis_down_nothing_is_published_and_service_resumes_when_it_is_back() {
+    let mut redis = OwnRedis::start();
+    let app = TestApp::spawn(
+        test_settings(),
+        &kafka_brokers(),
+        Backend::Redis { url: redis.url() },
+    )
+    .await;
+    let topic = topic().await;
+    let ready = send(app.client.get(app.url("/readyz"))).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+
+    redis.kill();
+    let reply = send(app.post_event(&topic, "k-down", r#"{"n":1}"#)).await;
+    reply.assert_problem(503, "idempotency-store-unavailable");
+    assert!(
+        reply.header("retry-after").is_some(),
+        "503 says when to retry"
+    );
+    let not_ready = send(app.client.get(app.url("/readyz"))).await;
+    assert_eq!(not_ready.status, 503);
+    assert_eq!(not_ready.json()["checks"]["redis"]["status"], "error");
+    assert_eq!(records(&topic).len(), 0, "fail closed: nothing published");
+
+    redis.restart();
+    let mut status = 0;
+    for _ in 0..50 {
+        let retry = send(app.post_event(&topic, "k-down", r#"{"n":1}"#)).await;
+        status = retry.status;
+        if status == 201 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 201, "the gateway reconnects to Redis by itself");
+    assert_eq!(records(&topic).len(), 1);
+}
+
+#[tokio::test]
+async fn two_gateways_sharing_redis_publish_50_concurrent_duplicates_once() {
+    let settings = test_settings();
+    let a = TestApp::spawn_default(settings.clone()).await;
+    let b = TestApp::spawn_default(settings).await;
+    let topic = topic().await;
+
+    let mut requests = Vec::new();
+    for i in 0..50 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        requests.push(send(app.post_event(
+            &topic,
+            "shared-key",
+            r#"{"same":"event"}"#,
+        )));
+    }
+    let replies = futures::future::join_all(requests).await;
+
+    let mut created_bodies = HashSet::new();
+    for reply in &replies {
+        match reply.status {
+            201 => {
+                created_bodies.insert(reply.body.clone());
+            }
+            409 => {
+                reply.assert_problem(409, "request-in-progress");
+                assert!(reply.header("retry-after").is_some());
+            }
+            other => panic!("unexpected {other}: {}", reply.body),
+        }
+    }
+    assert_eq!(created_bodies.len(), 1, "every 201 carries the same answer");
+    let in_kafka = records(&topic);
+    assert_eq!(
+        in_kafka.len(),
+        1,
+        "exactly one record in Kafka: {in_kafka:?}"
+    );
+    let fresh = replies
+        .iter()
+        .filter(|r| r.status == 201 && r.header("idempotent-replayed").is_none());
+    assert_eq!(fresh.count(), 1, "exactly one request published");
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_unknown_routes() {
+    let app = TestApp::spawn_default(test_settings()).await;
+    let topic = topic().await;
+    let _ = send(app.post_event(&topic, "k-metrics", "{}")).await;
+
+    let health = send(app.client.get(app.url("/healthz"))).await;
+    assert_eq!(health.status, 200);
+    let ready = send(app.client.get(app.url("/readyz"))).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.json()["status"], "ready");
+
+    let metrics = send(app.client.get(app.url("/metrics"))).await;
+    assert_eq!(metrics.status, 200);
+    for name in [
+        "ackgate_http_requests_total",
+        "ackgate_http_request_duration_seconds_bucket",
+        "ackgate_produce_duration_seconds_bucket",
+        "ackgate_dedupe_outcomes_total",
+        "ackgate_http_requests_in_flight",
+    ] {
+        assert!(metrics.body.contains(name), "{name} missing from /metrics");
+    }
+    assert!(
+        metrics
+            .body
+            .contains(r#"route="/v1/topics/{topic}/events""#),
+        "labels use the route template, not the raw path"
+    );
+
+    let unknown = send(app.client.get(app.url("/nope"))).await;
+    unknown.assert_problem(404, "not-found");
+    let wrong_method = send(
+        app.client
+            .get(app.url(&format!("/v1/topics/{topic}/events"))),
+    )
+    .await;
+    wrong_method.assert_problem(405, "method-not-allowed");
+    let no_failure = send(
+        app.client
+            .get(app.url("/v1/failures/01JD3Q4ZJ8M3S6Y5F3N2W1V0TA")),
+    )
+    .await;
+    no_failure.assert_problem(404, "failure-not-found");
+}
