@@ -1,0 +1,299 @@
+//! Faults injected with librdkafka's mock cluster: slow brokers, dead brokers, clients that hang
+//! up, shutdown under load. Each test asserts the whole chain: HTTP answer, failure record,
+//! idempotency record and what is (or is not) in the topic.
+
+mod common;
+
+use std::time::Duration;
+
+use ackgate::Backend;
+use ackgate::settings::Settings;
+use common::*;
+use rdkafka::mocking::MockCluster;
+
+const BROKERS: i32 = 3;
+const PARTITIONS: i32 = 3;
+const TOPIC: &str = "faults";
+
+struct MockKafka {
+    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+impl MockKafka {
+    fn start() -> MockKafka {
+        let cluster = MockCluster::new(BROKERS).expect("mock cluster");
+        cluster
+            .create_topic(TOPIC, PARTITIONS, BROKERS)
+            .expect("mock topic");
+        MockKafka { cluster }
+    }
+
+    fn brokers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    fn set_rtt(&self, rtt: Duration) {
+        for id in 1..=BROKERS {
+            self.cluster.broker_round_trip_time(id, rtt).unwrap();
+        }
+    }
+
+    fn all_down(&self) {
+        for id in 1..=BROKERS {
+            self.cluster.broker_down(id).unwrap();
+        }
+    }
+
+    fn all_up(&self) {
+        for id in 1..=BROKERS {
+            self.cluster.broker_up(id).unwrap();
+        }
+    }
+
+    fn records(&self) -> Vec<Record> {
+        consume_all(&self.brokers(), TOPIC, PARTITIONS)
+    }
+}
+
+async fn spawn(kafka: &MockKafka, settings: Settings) -> TestApp {
+    TestApp::spawn(
+        settings,
+        &kafka.brokers(),
+        Backend::Redis { url: redis_url() },
+    )
+    .await
+}
+
+/// Publishes events with many record keys, so that metadata is cached, the producer has its id
+/// and a connection to every partition leader: later timings then measure only the produce.
+async fn warm_up(app: &TestApp) {
+    let requests = (0..30).map(|i| {
+        send(
+            app.post_event(TOPIC, &unique("warm-up"), "{}")
+                .header("Kafka-Key", format!("warm-{i}")),
+        )
+    });
+    for reply in futures::future::join_all(requests).await {
+        assert_eq!(reply.status, 201, "warm-up: {}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn a_retry_while_the_first_request_is_in_flight_gets_409() {
+    let kafka = MockKafka::start();
+    let app = spawn(&kafka, test_settings()).await;
+    warm_up(&app).await;
+    kafka.set_rtt(Duration::from_millis(1500));
+
+    let first = tokio::spawn(send(app.post_event(TOPIC, "k-slow", r#"{"n":1}"#)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let retry = send(app.post_event(TOPIC, "k-slow", r#"{"n":1}"#)).await;
+
+    retry.assert_problem(409, "request-in-progress");
+    assert!(retry.header("retry-after").is_some());
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 201, "{}", first.body);
+    kafka.set_rtt(Duration::ZERO);
+    let after = send(app.post_event(TOPIC, "k-slow", r#"{"n":1}"#)).await;
+    assert_eq!(after.body, first.body);
+    assert_eq!(after.header("idempotent-replayed"), Some("true"));
+    let in_kafka = kafka.records();
+    let with_key: Vec<_> = in_kafka
+        .iter()
+        .filter(|r| r.header("idempotency-key") == Some(b"k-slow"))
+        .collect();
+    assert_eq!(with_key.len(), 1, "one record for the key: {in_kafka:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_orphan_its_key() {
+    let kafka = MockKafka::start();
+    let app = spawn(&kafka, test_settings()).await;
+    warm_up(&app).await;
+    kafka.set_rtt(Duration::from_millis(1500));
+
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(app.url(&format!("/v1/topics/{TOPIC}/events")))
+        .header("Idempotency-Key", "k-hangup")
+        .header("Content-Type", "application/json")
+        .body(r#"{"n":1}"#)
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err(),
+        "the client timed out before Kafka answered"
+    );
+
+    // The delivery goes on without the client; once it lands, the retry replays its answer.
+    let mut last = None;
+    for _ in 0..50 {
+        let reply = send(app.post_event(TOPIC, "k-hangup", r#"{"n":1}"#)).await;
+        if reply.status != 409 {
+            last = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reply = last.expect("the key settles");
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.header("idempotent-replayed"), Some("true"));
+    kafka.set_rtt(Duration::ZERO);
+    let with_key = kafka
+        .records()
+        .into_iter()
+        .filter(|r| r.header("idempotency-key") == Some(b"k-hangup"))
+        .count();
+    assert_eq!(with_key, 1);
+}
+
+#[tokio::test]
+async fn with_all_brokers_down_the_event_is_kept_and_a_retry_publishes_it_once() {
+    let kafka = MockKafka::start();
+    let settings = Settings {
+        delivery_timeout_ms: 2_000,
+        ..test_settings()
+    };
+    let app = spawn(&kafka, settings).await;
+    warm_up(&app).await;
+    kafka.all_down();
+
+    let reply = send(
+        app.post_event(TOPIC, "k-down", r#"{"order":7}"#)
+            .header("Kafka-Key", "c-7"),
+    )
+    .await;
+
+    assert!(matches!(reply.status, 503 | 504), "{}", reply.body);
+    let problem = reply.json();
+    assert_eq!(problem["persistence"], "not_persisted", "{problem}");
+    assert!(reply.header("retry-after").is_some());
+    let failure_id = problem["failure_id"].as_str().expect("a failure record");
+    assert_eq!(
+        problem["links"]["failure"],
+        format!("/v1/failures/{failure_id}")
+    );
+    let record = send(
+        app.client
+            .get(app.url(&format!("/v1/failures/{failure_id}"))),
+    )
+    .await;
+    assert_eq!(record.status, 200, "{}", record.body);
+    let record = record.json();
+    assert_eq!(record["state"], "open");
+    assert_eq!(record["persistence"], "not_persisted");
+    assert_eq!(record["event"]["topic"], TOPIC);
+    assert_eq!(record["event"]["idempotency_key"], "k-down");
+    assert_eq!(record["event"]["key"]["data"], "c-7");
+    assert_eq!(record["event"]["value"]["data"], r#"{"order":7}"#);
+    assert_eq!(record["error"]["code"], "MessageTimedOut");
+
+    // Nothing was written, so the key was released: the client's retry goes through, once.
+    kafka.all_up();
+    let mut retry = None;
+    for _ in 0..30 {
+        let reply = send(
+            app.post_event(TOPIC, "k-down", r#"{"order":7}"#)
+                .header("Kafka-Key", "c-7"),
+        )
+        .await;
+        if reply.status == 201 {
+            retry = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let retry = retry.expect("the retry succeeds once the brokers are back");
+    assert_eq!(retry.header("idempotent-replayed"), None);
+    let with_key = kafka
+        .records()
+        .into_iter()
+        .filter(|r| r.header("idempotency-key") == Some(b"k-down"))
+        .count();
+    assert_eq!(with_key, 1);
+}
+
+#[tokio::test]
+async fn an_ambiguous_timeout_pins_the_key_so_a_retry_cannot_duplicate() {
+    let kafka = MockKafka::start();
+    let settings = Settings {
+        delivery_timeout_ms: 1_000,
+        ..test_settings()
+    };
+    let app = spawn(&kafka, settings).await;
+    warm_up(&app).await;
+    // The broker writes the record but answers after the delivery timeout.
+    kafka.set_rtt(Duration::from_millis(2_500));
+
+    let reply = send(app.post_event(TOPIC, "k-ambiguous", r#"{"n":1}"#)).await;
+
+    reply.assert_problem(504, "delivery-timed-out");
+    let problem = reply.json();
+
+    assert_eq!(problem["persistence"], "possibly_persisted", "{problem}");
+    assert!(problem["failure_id"].is_string());
+    kafka.set_rtt(Duration::ZERO);
+    let retry = send(app.post_event(TOPIC, "k-ambiguous", r#"{"n":1}"#)).await;
+    assert_eq!(retry.status, 504);
+    assert_eq!(
+        retry.body, reply.body,
+        "the key stays pinned to its failure"
+    );
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    let with_key = kafka
+        .records()
+        .into_iter()
+        .filter(|r| r.header("idempotency-key") == Some(b"k-ambiguous"))
+        .count();
+    assert!(with_key <= 1, "never twice: {with_key}");
+}
+
+#[tokio::test]
+async fn shutdown_answers_in_flight_requests_from_their_delivery_reports() {
+    let kafka = MockKafka::start();
+    let mut app = spawn(&kafka, test_settings()).await;
+    warm_up(&app).await;
+    kafka.set_rtt(Duration::from_millis(1_000));
+
+    let in_flight = tokio::spawn(send(app.post_event(TOPIC, "k-drain", r#"{"n":1}"#)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.begin_shutdown();
+    let reply = in_flight.await.unwrap();
+
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let addr = app.addr;
+    app.join().await.expect("clean shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+    kafka.set_rtt(Duration::ZERO);
+    let json = reply.json();
+    let landed = kafka.records().into_iter().any(|r| {
+        r.header("idempotency-key") == Some(b"k-drain")
+            && i64::from(r.partition) == json["partition"].as_i64().unwrap()
+            && r.offset == json["offset"].as_i64().unwrap()
+    });
+    assert!(landed, "the acknowledged event is where the answer says");
+}
+
+#[tokio::test]
+async fn the_in_memory_backend_of_ackgate_dev_keeps_the_same_contract() {
+    let kafka = MockKafka::start();
+    let app = TestApp::spawn(test_settings(), &kafka.brokers(), Backend::Memory).await;
+
+    let first = send(app.post_event(TOPIC, "k-mem", r#"{"n":1}"#)).await;
+    let replay = send(app.post_event(TOPIC, "k-mem", r#"{"n":1}"#)).await;
+    let reused = send(app.post_event(TOPIC, "k-mem", r#"{"n":2}"#)).await;
+    let missing = send(app.post_event("no-such-topic", "k-mem", "{}")).await;
+
+    assert_eq!(first.status, 201, "{}", first.body);
+    assert_eq!(replay.body, first.body);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    reused.assert_problem(422, "idempotency-key-reused");
+    missing.assert_problem(404, "topic-not-found");
+    assert_eq!(kafka.records().len(), 1);
+}
