@@ -114,7 +114,13 @@ impl Application {
                 metadata_refresh: settings.metadata_refresh(),
                 properties: settings.kafka_properties.clone(),
             })
-            .context("invalid Kafka producer configuration")?,
+            .map_err(|error| match error {
+                // The message names the property; the value is left out, it may be a secret.
+                rdkafka::error::KafkaError::ClientConfig(_, description, _, _) => {
+                    anyhow::anyhow!("invalid Kafka producer configuration: {description}")
+                }
+                other => anyhow::anyhow!("could not create the Kafka producer: {other}"),
+            })?,
         );
         let tasks = TaskTracker::new();
         let pipeline = Pipeline::new(

@@ -70,6 +70,7 @@ pub struct Settings {
     /// `--kafka-property security.protocol=SASL_SSL`. In the environment, separate several
     /// with commas.
     #[arg(long = "kafka-property", env = "ACKGATE_KAFKA_PROPERTIES", value_name = "KEY=VALUE",
+          hide_env_values = true,
           value_delimiter = ',', value_parser = parse_kafka_property)]
     pub kafka_properties: Vec<(String, String)>,
 

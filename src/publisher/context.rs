@@ -5,9 +5,12 @@
 //! (`rd_kafka_message_status`), which rust-rdkafka does not wrap, so this context reads it from
 //! the delivered message and hands the whole report to the waiting request through a oneshot.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Message};
 use rdkafka::producer::ProducerContext;
@@ -27,11 +30,17 @@ pub struct Ack {
 
 pub type DeliveryReport = Result<Ack, DeliveryFailure>;
 
+/// How long an identical client error stays quiet after it was logged. librdkafka repeats
+/// errors such as "all brokers down" on every reconnect attempt.
+const REPEAT_QUIET: Duration = Duration::from_secs(30);
+
 /// Callbacks of one producer instance.
 #[derive(Debug, Default, Clone)]
 pub(super) struct DeliveryContext {
     /// Set when librdkafka raised a fatal error: this producer instance can never produce again.
     fatal: Arc<AtomicBool>,
+    /// When each distinct client error was last logged.
+    logged: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl DeliveryContext {
@@ -41,6 +50,25 @@ impl DeliveryContext {
 }
 
 impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // Connection failures (facility FAIL) also arrive through `error` below, which logs
+        // them once; here they would repeat on every reconnect attempt.
+        match level {
+            _ if facility == "FAIL" => tracing::debug!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
             self.fatal.store(true, Ordering::Release);
@@ -48,7 +76,18 @@ impl ClientContext for DeliveryContext {
         } else {
             // Transient client-level errors (a broker connection dropped, all brokers down);
             // librdkafka keeps retrying and individual deliveries report their own outcome.
-            tracing::warn!(%error, reason, "Kafka client error");
+            // Keyed by the error alone: the reason changes with the broker count it reports.
+            let text = error.to_string();
+            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            let repeated = logged
+                .get(&text)
+                .is_some_and(|at| at.elapsed() < REPEAT_QUIET);
+            if repeated {
+                tracing::debug!(%error, reason, "Kafka client error (repeated)");
+            } else {
+                tracing::warn!(%error, reason, "Kafka client error");
+                logged.insert(text, Instant::now());
+            }
         }
     }
 }

@@ -1,0 +1,169 @@
+//! The binary as an operator meets it: help, bad settings, the OpenAPI printout, and a real
+//! SIGTERM to a real process.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ackgate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ackgate"));
+    // The tests decide every setting; nothing leaks in from the caller's environment.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ACKGATE_") && !key.starts_with("ACKGATE_TEST_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+#[test]
+fn serve_help_documents_every_setting_with_its_environment_variable() {
+    let output = ackgate().args(["serve", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for (flag, env) in [
+        ("--listen", "ACKGATE_LISTEN"),
+        ("--kafka-brokers", "ACKGATE_KAFKA_BROKERS"),
+        ("--redis-url", "ACKGATE_REDIS_URL"),
+        ("--delivery-timeout-ms", "ACKGATE_DELIVERY_TIMEOUT_MS"),
+        ("--idempotency-ttl-secs", "ACKGATE_IDEMPOTENCY_TTL_SECS"),
+        ("--max-body-bytes", "ACKGATE_MAX_BODY_BYTES"),
+        ("--kafka-property", "ACKGATE_KAFKA_PROPERTIES"),
+        ("--log-format", "ACKGATE_LOG_FORMAT"),
+    ] {
+        assert!(help.contains(flag), "{flag} is documented");
+        assert!(help.contains(env), "{env} is documented");
+    }
+    assert!(
+        help.contains("[default: 30000]"),
+        "delivery timeout default"
+    );
+}
+
+/// Flags, environment, and a word the error must mention.
+type BadSetting<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_clear_line() {
+    let cases: &[BadSetting] = &[
+        (
+            &["--delivery-timeout-ms", "abc"],
+            &[],
+            "delivery-timeout-ms",
+        ),
+        (&["--kafka-property", "acks=1"], &[], "acks"),
+        (&[], &[("ACKGATE_MAX_BODY_BYTES", "0")], "max-body-bytes"),
+        (&["--redis-url", "http://nope"], &[], "redis-url"),
+        (
+            &[
+                "--idempotency-ttl-secs",
+                "60",
+                "--delivery-timeout-ms",
+                "60000",
+            ],
+            &[],
+            "idempotency-ttl-secs",
+        ),
+        (
+            &["--kafka-property", "no.such.property=1"],
+            &[],
+            "no.such.property",
+        ),
+    ];
+    for (args, env, mentions) in cases {
+        let output = ackgate()
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(*args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} must fail");
+        let error_lines: Vec<_> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(
+            error_lines.len(),
+            1,
+            "one error line for {args:?}: {stderr}"
+        );
+        assert!(stderr.contains(mentions), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn openapi_prints_the_document() {
+    let output = ackgate().arg("openapi").output().unwrap();
+    assert!(output.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/v1/topics/{topic}/events"]["post"].is_object());
+
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .expect("openapi/openapi.json is checked in");
+    assert_eq!(
+        checked_in,
+        String::from_utf8(output.stdout).unwrap(),
+        "openapi/openapi.json is stale: run `cargo run -q -- openapi > openapi/openapi.json`"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let topic = unique("cli");
+    create_topic(&kafka_brokers(), &topic, 1).await;
+    let port = free_port();
+    let mut child = ackgate()
+        .arg("serve")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--kafka-brokers", &kafka_brokers()])
+        .args(["--redis-url", &redis_url()])
+        .args(["--redis-key-prefix", &unique("cli")])
+        .args(["--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "ackgate serve did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reply = client
+        .post(format!("{base}/v1/topics/{topic}/events"))
+        .header("Idempotency-Key", "k-cli")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201);
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit");
+
+    // JSON logs: every line parses, and the request line names route and outcome.
+    let logs: Vec<serde_json::Value> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|line| serde_json::from_str(&line.unwrap()).expect("a JSON log line"))
+        .collect();
+    assert!(
+        logs.iter().any(|l| l["span"]["outcome"] == "persisted"
+            && l["span"]["route"] == "/v1/topics/{topic}/events"),
+        "a request log line with route and outcome"
+    );
+    assert_eq!(consume_all(&kafka_brokers(), &topic, 1).len(), 1);
+}
