@@ -23,6 +23,63 @@ pub struct Persisted {
     pub idempotency_key: String,
 }
 
+/// The answer to an event whose delivery outlived the wait timeout (`202 Accepted`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "status": "accepted", "topic": "orders", "idempotency_key": "7f1c9a0e-order-1001",
+    "detail": "Kafka has not answered yet; the delivery goes on. Poll the status link.",
+    "links": {"status": "/v1/topics/orders/events/7f1c9a0e-order-1001"}
+}))]
+pub struct Accepted {
+    /// Always `accepted`.
+    pub status: String,
+    pub topic: String,
+    pub idempotency_key: String,
+    pub detail: String,
+    pub links: StatusLinks,
+}
+
+/// Where to follow an accepted event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusLinks {
+    /// `GET` this for the outcome (also sent as `Location`).
+    pub status: String,
+}
+
+/// The current outcome of an event, by idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "state": "persisted", "topic": "orders", "idempotency_key": "7f1c9a0e-order-1001",
+    "answer_status": 201,
+    "answer": {"status": "persisted", "topic": "orders", "partition": 2, "offset": 1234,
+               "timestamp": "2026-11-23T14:00:00.123Z", "idempotency_key": "7f1c9a0e-order-1001"}
+}))]
+pub struct EventStatus {
+    /// `in_flight`, `persisted`, `failed` (may be in Kafka; pinned until an operator acts) or
+    /// `not_persisted` (certainly not written; sending it again publishes it).
+    pub state: String,
+    pub topic: String,
+    pub idempotency_key: String,
+    /// The HTTP status of the final answer, once there is one.
+    pub answer_status: Option<u16>,
+    /// The final answer's body: a `Persisted` body or a problem document.
+    #[schema(value_type = Option<Object>)]
+    pub answer: Option<serde_json::Value>,
+}
+
+/// The path of an event's status resource; the key is percent-encoded as a path segment.
+pub fn status_path(topic: &str, key: &str) -> String {
+    let mut encoded = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("/v1/topics/{topic}/events/{encoded}")
+}
+
 /// Every kind of error, with its HTTP status and stable machine-readable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemCode {
@@ -46,6 +103,9 @@ pub enum ProblemCode {
     IdempotencyStoreUnavailable,
     FailureStoreUnavailable,
     FailureNotFound,
+    FailureNotOpen,
+    EventNotFound,
+    InvalidQuery,
     NotFound,
     MethodNotAllowed,
     Internal,
@@ -76,6 +136,9 @@ impl ProblemCode {
             IdempotencyStoreUnavailable => "idempotency-store-unavailable",
             FailureStoreUnavailable => "failure-store-unavailable",
             FailureNotFound => "failure-not-found",
+            FailureNotOpen => "failure-not-open",
+            EventNotFound => "event-not-found",
+            InvalidQuery => "invalid-query",
             NotFound => "not-found",
             MethodNotAllowed => "method-not-allowed",
             Internal => "internal",
@@ -90,11 +153,12 @@ impl ProblemCode {
             | InvalidTopic
             | InvalidHeader
             | InvalidJson
-            | InvalidBody => 400,
+            | InvalidBody
+            | InvalidQuery => 400,
             TopicNotAuthorized => 403,
-            TopicNotFound | FailureNotFound | NotFound => 404,
+            TopicNotFound | FailureNotFound | EventNotFound | NotFound => 404,
             MethodNotAllowed => 405,
-            RequestInProgress => 409,
+            RequestInProgress | FailureNotOpen => 409,
             PayloadTooLarge | MessageTooLarge => 413,
             RecordRejected | IdempotencyKeyReused => 422,
             Internal => 500,
@@ -130,6 +194,9 @@ impl ProblemCode {
             IdempotencyStoreUnavailable => "The idempotency store is unavailable",
             FailureStoreUnavailable => "The failure store is unavailable",
             FailureNotFound => "Failure record not found",
+            FailureNotOpen => "The failure record is not open",
+            EventNotFound => "No record of this event",
+            InvalidQuery => "Invalid query parameter",
             NotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
             Internal => "Internal error",

@@ -41,7 +41,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::failures::{FailureStore, MemoryFailureStore, RedisFailureStore};
+use crate::failures::{FailureStore, MemoryFailureStore, RedisFailureStore, Spool};
 use crate::http::AppState;
 use crate::idempotency::{IdempotencyStore, Lifetimes, MemoryStore, RedisStore};
 use crate::pipeline::Pipeline;
@@ -123,11 +123,14 @@ impl Application {
             })?,
         );
         let tasks = TaskTracker::new();
+        let spool = Spool::new(&settings.failure_spool_path);
         let pipeline = Pipeline::new(
             store.clone(),
             failures.clone(),
+            spool.clone(),
             publisher.clone(),
             tasks.clone(),
+            settings.wait_timeout(),
         );
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -136,6 +139,7 @@ impl Application {
             pipeline,
             store,
             failures,
+            spool,
             publisher,
             metrics: telemetry::metrics_handle(),
             max_body_bytes: settings.max_body_bytes,
@@ -146,6 +150,12 @@ impl Application {
             tasks,
             settings,
         })
+    }
+
+    /// The shared publisher (tests use it to inject producer faults).
+    #[doc(hidden)]
+    pub fn publisher(&self) -> Arc<Publisher> {
+        self.state.publisher.clone()
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -169,6 +179,10 @@ impl Application {
         } = self;
         let publisher = state.publisher.clone();
         self::warn_about_store(&state).await;
+        let maintenance = tokio::spawn(failures::maintain(
+            state.failures.clone(),
+            state.spool.clone(),
+        ));
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<Instant>();
         let server =
             axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
@@ -208,6 +222,7 @@ impl Application {
         if let Err(error) = publisher.flush(Duration::from_secs(5)).await {
             tracing::error!(%error, in_flight, "flushing the producer failed");
         }
+        maintenance.abort();
         tracing::info!("stopped");
         Ok(())
     }

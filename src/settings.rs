@@ -15,6 +15,10 @@ use clap::{Args, ValueEnum};
 /// librdkafka's own default is 300 000 ms; a client waiting five minutes for an answer is not
 /// what an HTTP caller expects, so the gateway uses 30 s.
 pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 30_000;
+/// How long a request waits for the delivery report before it is answered 202.
+pub const DEFAULT_WAIT_TIMEOUT_MS: u64 = 10_000;
+/// Where undeliverable failure records are spooled while Redis is unreachable.
+pub const DEFAULT_FAILURE_SPOOL_PATH: &str = "ackgate-failures.spool";
 /// How long a completed idempotency record is kept (and replayed): 24 hours.
 pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
 /// Largest accepted event body: 1 MiB (Kafka's default `message.max.bytes` is about the same).
@@ -54,6 +58,18 @@ pub struct Settings {
     #[arg(long, env = "ACKGATE_DELIVERY_TIMEOUT_MS", default_value_t = DEFAULT_DELIVERY_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(1_000..=3_600_000))]
     pub delivery_timeout_ms: u64,
+
+    /// How long a request waits for Kafka's answer before it is answered `202 Accepted` (with a
+    /// `Location` to poll) while the delivery goes on. Set it above the delivery timeout to
+    /// always wait for the final answer.
+    #[arg(long, env = "ACKGATE_WAIT_TIMEOUT_MS", default_value_t = DEFAULT_WAIT_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub wait_timeout_ms: u64,
+
+    /// Where failure records go when Redis cannot take them (JSON lines, fsync'd); they are
+    /// imported into Redis when it answers again. One file per gateway process.
+    #[arg(long, env = "ACKGATE_FAILURE_SPOOL_PATH", default_value = DEFAULT_FAILURE_SPOOL_PATH)]
+    pub failure_spool_path: std::path::PathBuf,
 
     /// How long an idempotency record is kept after the request completed; a retry within this
     /// time replays the stored answer, a retry after it is treated as a new event.
@@ -115,6 +131,8 @@ impl Settings {
         Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             delivery_timeout_ms: DEFAULT_DELIVERY_TIMEOUT_MS,
+            wait_timeout_ms: DEFAULT_WAIT_TIMEOUT_MS,
+            failure_spool_path: DEFAULT_FAILURE_SPOOL_PATH.into(),
             idempotency_ttl_secs: DEFAULT_IDEMPOTENCY_TTL_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             kafka_properties: Vec::new(),
@@ -139,6 +157,10 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    pub fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.wait_timeout_ms)
     }
 
     pub fn delivery_timeout(&self) -> Duration {

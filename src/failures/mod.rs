@@ -8,6 +8,7 @@
 
 mod memory;
 mod redis;
+mod spool;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -17,7 +18,8 @@ use utoipa::ToSchema;
 
 pub use self::memory::MemoryFailureStore;
 pub use self::redis::RedisFailureStore;
-use crate::event::Event;
+pub use self::spool::Spool;
+use crate::event::{Event, IdempotencyKey, TopicName};
 
 /// Bytes as JSON: UTF-8 text where it is, base64 otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -32,6 +34,18 @@ impl Payload {
         match std::str::from_utf8(bytes) {
             Ok(text) => Payload::Utf8(text.to_owned()),
             Err(_) => Payload::Base64(BASE64.encode(bytes)),
+        }
+    }
+}
+
+impl Payload {
+    pub fn to_bytes(&self) -> Result<bytes::Bytes, String> {
+        match self {
+            Payload::Utf8(text) => Ok(bytes::Bytes::copy_from_slice(text.as_bytes())),
+            Payload::Base64(data) => BASE64
+                .decode(data)
+                .map(bytes::Bytes::from)
+                .map_err(|e| format!("bad base64: {e}")),
         }
     }
 }
@@ -76,12 +90,80 @@ impl From<&Event> for StoredEvent {
     }
 }
 
+impl StoredEvent {
+    /// The event again, exactly as it was first to be published.
+    pub fn to_event(&self) -> Result<Event, String> {
+        Ok(Event {
+            topic: TopicName::parse(&self.topic)?,
+            idempotency_key: IdempotencyKey::parse(self.idempotency_key.as_bytes())?,
+            key: self.key.as_ref().map(Payload::to_bytes).transpose()?,
+            headers: self
+                .headers
+                .iter()
+                .map(|h| Ok((h.name.clone(), h.value.to_bytes()?)))
+                .collect::<Result<_, String>>()?,
+            content_type: self.content_type.clone(),
+            value: self.value.to_bytes()?,
+        })
+    }
+}
+
 /// Where a failure record stands in the operator's loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureState {
     /// Waiting for an operator.
     Open,
+    /// An operator's retry is publishing it right now.
+    Retrying,
+    /// The event is in Kafka (retried, or found already persisted).
+    Resolved,
+    /// An operator decided not to publish it.
+    Discarded,
+}
+
+impl FailureState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureState::Open => "open",
+            FailureState::Retrying => "retrying",
+            FailureState::Resolved => "resolved",
+            FailureState::Discarded => "discarded",
+        }
+    }
+}
+
+impl std::str::FromStr for FailureState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(FailureState::Open),
+            "retrying" => Ok(FailureState::Retrying),
+            "resolved" => Ok(FailureState::Resolved),
+            "discarded" => Ok(FailureState::Discarded),
+            other => Err(format!(
+                "'{other}' is not a state (open, retrying, resolved, discarded)"
+            )),
+        }
+    }
+}
+
+/// How an operator closed a failure record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Resolution {
+    /// `retried` (published by an operator's retry), `already_persisted` (a client's retry
+    /// published it first) or `discarded`.
+    pub action: String,
+    /// Who acted (the `by` of the request, else `operator`).
+    pub by: String,
+    /// Why, in the operator's words.
+    pub reason: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Where the event is in Kafka, when it is.
+    pub partition: Option<i32>,
+    pub offset: Option<i64>,
 }
 
 /// The error that ended the delivery.
@@ -110,8 +192,35 @@ pub struct FailureRecord {
     pub persistence: String,
     /// The HTTP status the client was answered with.
     pub http_status: u16,
-    /// Delivery attempts made under this idempotency key so far.
+    /// Delivery attempts made for this event so far (the client's and operators' retries).
     pub attempts: u32,
+    /// When the record last changed (RFC 3339).
+    pub updated_at: String,
+    /// Set once the record is resolved or discarded.
+    pub resolution: Option<Resolution>,
+}
+
+/// Which records to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailureFilter {
+    pub topic: Option<String>,
+    pub state: Option<FailureState>,
+}
+
+/// One page of records, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FailurePage {
+    pub items: Vec<FailureRecord>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Figures for the metrics and alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailureStats {
+    pub open: u64,
+    /// Creation time of the oldest open record, in milliseconds since the epoch.
+    pub oldest_open_ms: Option<u64>,
 }
 
 /// The failure store could not answer.
@@ -130,4 +239,61 @@ pub trait FailureStore: Send + Sync + 'static {
     async fn insert(&self, record: &FailureRecord) -> Result<(), FailureStoreError>;
     /// Reads one record.
     async fn get(&self, id: &str) -> Result<Option<FailureRecord>, FailureStoreError>;
+
+    /// Replaces a record, but only if its state is still `expected` (compare-and-set): two
+    /// operators acting at once cannot both win. Returns whether it was replaced.
+    async fn replace(
+        &self,
+        expected: FailureState,
+        record: &FailureRecord,
+    ) -> Result<bool, FailureStoreError>;
+
+    /// Records matching `filter`, oldest first, after `cursor` (an id).
+    async fn list(
+        &self,
+        filter: &FailureFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<FailurePage, FailureStoreError>;
+
+    /// Open records, for metrics.
+    async fn stats(&self) -> Result<FailureStats, FailureStoreError>;
+}
+
+/// Milliseconds since the epoch encoded in a ULID id.
+pub fn id_time_ms(id: &str) -> Option<u64> {
+    ulid::Ulid::from_string(id).ok().map(|id| id.timestamp_ms())
+}
+
+/// How often the spool is imported and the gauges refreshed.
+const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs forever: imports spooled records once the store answers, and keeps the gauges
+/// `ackgate_failure_records_open`, `ackgate_failure_records_oldest_open_age_seconds` and
+/// `ackgate_failure_spool_records` current. Every replica reports the same store-wide figures.
+pub async fn maintain(store: std::sync::Arc<dyn FailureStore>, spool: Spool) {
+    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match spool.import_into(store.as_ref()).await {
+            Ok(0) => {}
+            Ok(imported) => tracing::info!(imported, "imported spooled failure records"),
+            Err(error) => tracing::error!(%error, "could not read the failure spool"),
+        }
+        if let Ok(waiting) = spool.len().await {
+            metrics::gauge!("ackgate_failure_spool_records").set(waiting as f64);
+        }
+        if let Ok(stats) = store.stats().await {
+            metrics::gauge!("ackgate_failure_records_open").set(stats.open as f64);
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let age = stats
+                .oldest_open_ms
+                .map_or(0.0, |ms| now_ms.saturating_sub(ms) as f64 / 1000.0);
+            metrics::gauge!("ackgate_failure_records_oldest_open_age_seconds").set(age);
+        }
+    }
 }

@@ -1,15 +1,58 @@
-//! Failure records in Redis: one JSON string per record, and a sorted set by time.
+//! Failure records in Redis.
+//!
+//! One hash per record (`<prefix>:failure:<id>`: `state`, `topic`, `record` as JSON) and four
+//! lexicographically ordered sets per record, so that every filter of the list is one range
+//! read in time order (ids are ULIDs, which sort by creation time):
+//! `<prefix>:failures:idx:<topic|*>:<state|*>`. A state change moves the record between the
+//! `<topic>:<state>` and `*:<state>` sets in the same script that changes it.
+//!
+//! The scripts derive index keys from the record, so they assume a single Redis (not Cluster).
 
 use async_trait::async_trait;
+use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::{FailureRecord, FailureStore, FailureStoreError};
+use super::{
+    FailureFilter, FailurePage, FailureRecord, FailureState, FailureStats, FailureStore,
+    FailureStoreError, id_time_ms,
+};
+
+/// KEYS[1] hash; ARGV: prefix, id, topic, state, record json. Returns 1, or 0 if it existed.
+const INSERT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local p, id, topic, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+redis.call('HSET', KEYS[1], 'state', state, 'topic', topic, 'record', ARGV[5])
+for _, t in ipairs({topic, '*'}) do
+  for _, s in ipairs({state, '*'}) do
+    redis.call('ZADD', p .. ':failures:idx:' .. t .. ':' .. s, 0, id)
+  end
+end
+return 1
+"#;
+
+/// KEYS[1] hash; ARGV: prefix, id, expected state, new state, record json.
+/// Returns 1, or 0 if the state was not the expected one.
+const REPLACE: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'state', 'topic')
+if r[1] ~= ARGV[3] then return 0 end
+local p, id, topic, old, new = ARGV[1], ARGV[2], r[2], ARGV[3], ARGV[4]
+redis.call('HSET', KEYS[1], 'state', new, 'record', ARGV[5])
+if old ~= new then
+  for _, t in ipairs({topic, '*'}) do
+    redis.call('ZREM', p .. ':failures:idx:' .. t .. ':' .. old, id)
+    redis.call('ZADD', p .. ':failures:idx:' .. t .. ':' .. new, 0, id)
+  end
+end
+return 1
+"#;
 
 /// The Redis-backed failure store.
 #[derive(Clone)]
 pub struct RedisFailureStore {
     conn: ConnectionManager,
     prefix: String,
+    insert: Script,
+    replace: Script,
 }
 
 impl RedisFailureStore {
@@ -17,6 +60,8 @@ impl RedisFailureStore {
         RedisFailureStore {
             conn,
             prefix: prefix.to_owned(),
+            insert: Script::new(INSERT),
+            replace: Script::new(REPLACE),
         }
     }
 
@@ -24,38 +69,128 @@ impl RedisFailureStore {
         format!("{}:failure:{}", self.prefix, id)
     }
 
-    fn time_index(&self) -> String {
-        format!("{}:failures:by-time", self.prefix)
+    fn index(&self, topic: Option<&str>, state: Option<FailureState>) -> String {
+        format!(
+            "{}:failures:idx:{}:{}",
+            self.prefix,
+            topic.unwrap_or("*"),
+            state.map_or("*", FailureState::as_str)
+        )
     }
+}
+
+fn unavailable(error: redis::RedisError) -> FailureStoreError {
+    FailureStoreError::Unavailable(error)
 }
 
 #[async_trait]
 impl FailureStore for RedisFailureStore {
     async fn insert(&self, record: &FailureRecord) -> Result<(), FailureStoreError> {
         let json = serde_json::to_string(record).map_err(FailureStoreError::Corrupt)?;
-        // The id is a ULID: its first 48 bits are the creation time in milliseconds.
-        let created_ms = ulid::Ulid::from_string(&record.id)
-            .map(|id| id.timestamp_ms())
-            .unwrap_or(0);
-        // Record and index land together or not at all.
-        redis::pipe()
-            .atomic()
-            .set(self.record_key(&record.id), json)
-            .ignore()
-            .zadd(self.time_index(), &record.id, created_ms)
-            .ignore()
-            .exec_async(&mut self.conn.clone())
+        // Inserting the same record twice (a spool import after a timeout) is harmless.
+        let _: i64 = self
+            .insert
+            .key(self.record_key(&record.id))
+            .arg(&self.prefix)
+            .arg(&record.id)
+            .arg(&record.event.topic)
+            .arg(record.state.as_str())
+            .arg(json)
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(FailureStoreError::Unavailable)
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn get(&self, id: &str) -> Result<Option<FailureRecord>, FailureStoreError> {
-        let json: Option<String> = redis::cmd("GET")
+        let json: Option<String> = redis::cmd("HGET")
             .arg(self.record_key(id))
+            .arg("record")
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(FailureStoreError::Unavailable)?;
+            .map_err(unavailable)?;
         json.map(|json| serde_json::from_str(&json).map_err(FailureStoreError::Corrupt))
             .transpose()
+    }
+
+    async fn replace(
+        &self,
+        expected: FailureState,
+        record: &FailureRecord,
+    ) -> Result<bool, FailureStoreError> {
+        let json = serde_json::to_string(record).map_err(FailureStoreError::Corrupt)?;
+        let replaced: i64 = self
+            .replace
+            .key(self.record_key(&record.id))
+            .arg(&self.prefix)
+            .arg(&record.id)
+            .arg(expected.as_str())
+            .arg(record.state.as_str())
+            .arg(json)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(replaced == 1)
+    }
+
+    async fn list(
+        &self,
+        filter: &FailureFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<FailurePage, FailureStoreError> {
+        let start = cursor.map_or_else(|| "-".to_owned(), |c| format!("({c}"));
+        let mut conn = self.conn.clone();
+        // One more than asked, to know whether there is a next page.
+        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(self.index(filter.topic.as_deref(), filter.state))
+            .arg(start)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let more = ids.len() > limit;
+        let ids = &ids[..ids.len().min(limit)];
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("HGET").arg(self.record_key(id)).arg("record");
+        }
+        let jsons: Vec<Option<String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut conn).await.map_err(unavailable)?
+        };
+        let items = jsons
+            .into_iter()
+            .flatten()
+            .map(|json| serde_json::from_str(&json).map_err(FailureStoreError::Corrupt))
+            .collect::<Result<Vec<FailureRecord>, _>>()?;
+        Ok(FailurePage {
+            next_cursor: more.then(|| ids.last().cloned()).flatten(),
+            items,
+        })
+    }
+
+    async fn stats(&self) -> Result<FailureStats, FailureStoreError> {
+        let open_index = self.index(None, Some(FailureState::Open));
+        let (open, oldest): (u64, Vec<String>) = redis::pipe()
+            .zcard(&open_index)
+            .cmd("ZRANGEBYLEX")
+            .arg(&open_index)
+            .arg("-")
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(FailureStats {
+            open,
+            oldest_open_ms: oldest.first().and_then(|id| id_time_ms(id)),
+        })
     }
 }

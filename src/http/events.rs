@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -16,9 +17,12 @@ use http_body_util::LengthLimitError;
 
 use super::AppState;
 use super::error::{ApiError, json_response};
-use crate::contract::{Persisted, Problem, ProblemCode};
+use crate::contract::{
+    Accepted, EventStatus, Persisted, Problem, ProblemCode, StatusLinks, status_path,
+};
 use crate::event::{CONTENT_TYPE_HEADER, Event, IDEMPOTENCY_KEY_HEADER, IdempotencyKey, TopicName};
-use crate::pipeline::{Answer, Refusal};
+use crate::idempotency::{KeyStatus, Settlement};
+use crate::pipeline::{Answer, Refusal, Submitted};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const KAFKA_KEY: &str = "kafka-key";
@@ -49,6 +53,7 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
         content_type = "application/json", example = json!({"order": 1001, "total": 42.5})),
     responses(
         (status = 201, description = "Kafka acknowledged the record (acks=all). Replays carry `Idempotent-Replayed: true`.", body = Persisted),
+        (status = 202, description = "No answer from Kafka within the wait timeout; the delivery goes on. `Location` points to the event's status. Retries of the key get this same answer until the delivery settles.", body = Accepted),
         (status = 400, description = "Invalid topic name, Idempotency-Key, header or JSON body. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The gateway may not write to this topic; a failure record keeps the event.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The topic does not exist. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
@@ -78,11 +83,19 @@ pub(crate) async fn publish_event(
     };
     span.record("topic", event.topic.as_str());
 
-    let answer = state.pipeline.submit(event).await.map_err(|refusal| {
-        let error = refusal_error(refusal);
-        span.record("outcome", error.code());
-        error
-    })?;
+    let (topic, key) = (event.topic.clone(), event.idempotency_key.clone());
+    let answer = match state.pipeline.submit(event).await {
+        Ok(Submitted::Answered(answer)) => answer,
+        Ok(Submitted::Accepted) | Err(Refusal::InFlight { accepted: true, .. }) => {
+            span.record("outcome", "accepted");
+            return Ok(accepted_response(&topic, &key));
+        }
+        Err(refusal) => {
+            let error = refusal_error(refusal);
+            span.record("outcome", error.code());
+            return Err(error);
+        }
+    };
     span.record(
         "outcome",
         if answer.replayed {
@@ -92,6 +105,96 @@ pub(crate) async fn publish_event(
         },
     );
     Ok(answer_response(answer))
+}
+
+/// `202 Accepted`: Kafka has not answered within the wait timeout. The same answer goes to
+/// every retry of the key until the delivery settles.
+fn accepted_response(topic: &TopicName, key: &IdempotencyKey) -> Response {
+    let location = status_path(topic.as_str(), key.as_str());
+    let body = Accepted {
+        status: "accepted".to_owned(),
+        topic: topic.to_string(),
+        idempotency_key: key.to_string(),
+        detail: "Kafka has not answered yet; the delivery goes on. GET the status link for the \
+                 outcome, or retry with the same Idempotency-Key."
+            .to_owned(),
+        links: StatusLinks {
+            status: location.clone(),
+        },
+    };
+    let mut response = json_response(
+        202,
+        serde_json::to_string(&body).expect("an accepted body always serializes"),
+        None,
+    );
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// The current outcome of an event, for a client that lost its answer or got a 202.
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/events/{idempotency_key}",
+    tag = "events",
+    params(
+        ("topic" = String, Path, description = "The event's topic"),
+        ("idempotency_key" = String, Path, description = "The event's Idempotency-Key (percent-encoded)"),
+    ),
+    responses(
+        (status = 200, description = "The outcome so far", body = EventStatus),
+        (status = 400, description = "Invalid topic or key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No record: never sent, refused before it was stored, or expired", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The idempotency store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn event_status(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<EventStatus>, ApiError> {
+    let Path((topic, key)) =
+        path.map_err(|_| ApiError::new(ProblemCode::InvalidTopic, "The path is not valid UTF-8."))?;
+    let topic = TopicName::parse(&topic).map_err(|why| {
+        ApiError::new(ProblemCode::InvalidTopic, format!("Invalid topic: {why}."))
+    })?;
+    let key = IdempotencyKey::parse(key.as_bytes())
+        .map_err(|why| ApiError::new(ProblemCode::InvalidIdempotencyKey, format!("{why}.")))?;
+    let status = state.store.status(&topic, &key).await.map_err(|error| {
+        tracing::error!(
+            error = &error as &dyn std::error::Error,
+            "status lookup failed"
+        );
+        refusal_error(Refusal::StoreUnavailable)
+    })?;
+    let (state_name, answer) = match status {
+        None => {
+            return Err(ApiError::new(
+                ProblemCode::EventNotFound,
+                "No event with this Idempotency-Key is known for this topic: it was never sent, \
+                 was refused before anything was stored, or its record expired.",
+            ));
+        }
+        Some(KeyStatus::InFlight) => ("in_flight", None),
+        Some(KeyStatus::Settled {
+            settlement,
+            response,
+        }) => {
+            let name = match settlement {
+                Settlement::Done => "persisted",
+                Settlement::Failed => "failed",
+                Settlement::Released => "not_persisted",
+            };
+            (name, Some(response))
+        }
+    };
+    Ok(Json(EventStatus {
+        state: state_name.to_owned(),
+        topic: topic.to_string(),
+        idempotency_key: key.to_string(),
+        answer_status: answer.as_ref().map(|a| a.status),
+        answer: answer.and_then(|a| serde_json::from_str(&a.body).ok()),
+    }))
 }
 
 fn status_outcome(status: u16) -> &'static str {
@@ -135,7 +238,7 @@ fn refusal_error(refusal: Refusal) -> ApiError {
              Idempotency-Key.",
         )
         .retry_after(Duration::from_secs(1)),
-        Refusal::InFlight { retry_after } => ApiError::new(
+        Refusal::InFlight { retry_after, .. } => ApiError::new(
             ProblemCode::RequestInProgress,
             "Another request with this Idempotency-Key is being delivered. Retry later to get \
              its answer.",

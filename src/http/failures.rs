@@ -1,12 +1,107 @@
-//! The operator's view of failure records.
+//! The operator's API for failure records: list, read, retry, discard.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, json_response};
 use crate::contract::{Problem, ProblemCode};
-use crate::failures::FailureRecord;
+use crate::failures::{FailureFilter, FailurePage, FailureRecord, FailureState};
+use crate::pipeline::{OperatorError, RetryOutcome};
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// Filters and paging of `GET /v1/failures`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only records of this topic.
+    topic: Option<String>,
+    /// Only records in this state: `open`, `retrying`, `resolved`, `discarded`.
+    state: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Who retries, optionally.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub(crate) struct RetryRequest {
+    /// Who acts, for the record (default `operator`).
+    by: Option<String>,
+}
+
+/// Why an event is discarded.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct DiscardRequest {
+    /// Required: why the event will not be published.
+    reason: String,
+    /// Who acts, for the record (default `operator`).
+    by: Option<String>,
+}
+
+/// Failure records, oldest first, filtered by topic and state.
+#[utoipa::path(get, path = "/v1/failures", tag = "failures",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of records", body = FailurePage),
+        (status = 400, description = "Invalid filter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The failure store is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn list_failures(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FailurePage>, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(ProblemCode::InvalidQuery, e.body_text()))?;
+    let filter_state = query
+        .state
+        .as_deref()
+        .map(str::parse::<FailureState>)
+        .transpose()
+        .map_err(|why| ApiError::new(ProblemCode::InvalidQuery, why))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::new(
+            ProblemCode::InvalidQuery,
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    if let Some(cursor) = &query.cursor
+        && ulid::Ulid::from_string(cursor).is_err()
+    {
+        return Err(ApiError::new(
+            ProblemCode::InvalidQuery,
+            "cursor is not a failure id",
+        ));
+    }
+    if let Some(topic) = &query.topic {
+        crate::event::TopicName::parse(topic)
+            .map_err(|why| ApiError::new(ProblemCode::InvalidQuery, format!("topic: {why}")))?;
+    }
+    let filter = FailureFilter {
+        topic: query.topic,
+        state: filter_state,
+    };
+    state
+        .failures
+        .list(&filter, query.cursor.as_deref(), limit)
+        .await
+        .map(Json)
+        .map_err(|error| {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "listing failure records failed"
+            );
+            store_unavailable()
+        })
+}
 
 /// One failure record: the whole event, the error, and whether it may be in Kafka.
 #[utoipa::path(get, path = "/v1/failures/{id}", tag = "failures",
@@ -20,12 +115,6 @@ pub(crate) async fn get_failure(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<FailureRecord>, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            ProblemCode::FailureNotFound,
-            "No failure record has this id.",
-        )
-    };
     // Ids are ULIDs; anything else cannot name a record, so don't ask the store.
     if ulid::Ulid::from_string(&id).is_err() {
         return Err(not_found());
@@ -38,10 +127,124 @@ pub(crate) async fn get_failure(
                 error = &error as &dyn std::error::Error,
                 "reading a failure record failed"
             );
-            Err(ApiError::new(
-                ProblemCode::FailureStoreUnavailable,
-                "The failure store did not answer; retry later.",
-            ))
+            Err(store_unavailable())
         }
     }
+}
+
+/// Publishes the record's event again, under its original idempotency key.
+///
+/// Only an `open` record can be retried; two retries at once cannot both publish. On success
+/// the record is `resolved` with the partition and offset, and the key is settled so that a
+/// client's retry replays the success. If Kafka refuses again, the record is `open` again with
+/// the new error and the answer is the problem a client would have had. For a record that is
+/// `possibly_persisted`, check the topic first: the event may already be there.
+#[utoipa::path(post, path = "/v1/failures/{id}/retry", tag = "failures",
+    params(("id" = String, Path, description = "The failure id")),
+    request_body(content = Option<RetryRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Published: the record is resolved", body = FailureRecord),
+        (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The record is not open (already retrying, resolved or discarded), or its key is in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Kafka refused again (the record is open again), or a store is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "Kafka did not answer in time again (the record is open again)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn retry_failure(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                ProblemCode::InvalidJson,
+                format!("The body does not parse: {e}."),
+            )
+        })?
+    };
+    let by = request.by.unwrap_or_else(|| "operator".to_owned());
+    match state.pipeline.retry_failure(&id, &by).await {
+        Ok(RetryOutcome::Resolved(record)) => Ok(Json(record).into_response()),
+        Ok(RetryOutcome::Failed(_, answer)) => Ok(json_response(
+            answer.response.status,
+            answer.response.body,
+            answer.retry_after,
+        )),
+        Err(error) => Err(operator_error(error)),
+    }
+}
+
+/// Marks the record discarded: the gateway will not publish this event.
+#[utoipa::path(post, path = "/v1/failures/{id}/discard", tag = "failures",
+    params(("id" = String, Path, description = "The failure id")),
+    request_body(content = DiscardRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Discarded", body = FailureRecord),
+        (status = 400, description = "No reason given", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The record is not open", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The failure store is unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn discard_failure(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<FailureRecord>, ApiError> {
+    let request: DiscardRequest = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            ProblemCode::InvalidJson,
+            r#"Send a JSON body with a reason: {"reason": "…", "by": "…"}."#,
+        )
+    })?;
+    if request.reason.trim().is_empty() {
+        return Err(ApiError::new(
+            ProblemCode::InvalidJson,
+            "The reason must not be empty.",
+        ));
+    }
+    let by = request.by.unwrap_or_else(|| "operator".to_owned());
+    state
+        .pipeline
+        .discard_failure(&id, &by, &request.reason)
+        .await
+        .map(Json)
+        .map_err(operator_error)
+}
+
+fn operator_error(error: OperatorError) -> ApiError {
+    let detail = error.to_string();
+    match error {
+        OperatorError::NotFound => not_found(),
+        OperatorError::NotOpen(_) | OperatorError::Conflict | OperatorError::KeyInFlight => {
+            ApiError::new(ProblemCode::FailureNotOpen, format!("{detail}."))
+        }
+        OperatorError::IdempotencyStoreUnavailable => ApiError::new(
+            ProblemCode::IdempotencyStoreUnavailable,
+            "The idempotency store did not answer; nothing was published.",
+        ),
+        OperatorError::FailureStoreUnavailable => store_unavailable(),
+        OperatorError::Unreadable(_) => {
+            tracing::error!(%detail, "a failure record could not be retried");
+            ApiError::new(
+                ProblemCode::Internal,
+                "The stored event could not be rebuilt.",
+            )
+        }
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        ProblemCode::FailureNotFound,
+        "No failure record has this id.",
+    )
+}
+
+fn store_unavailable() -> ApiError {
+    ApiError::new(
+        ProblemCode::FailureStoreUnavailable,
+        "The failure store did not answer; retry later.",
+    )
 }

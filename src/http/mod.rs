@@ -27,7 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use self::error::ApiError;
 use crate::contract::ProblemCode;
-use crate::failures::FailureStore;
+use crate::failures::{FailureStore, Spool};
 use crate::idempotency::IdempotencyStore;
 use crate::pipeline::Pipeline;
 use crate::publisher::Publisher;
@@ -40,6 +40,7 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub store: Arc<dyn IdempotencyStore>,
     pub failures: Arc<dyn FailureStore>,
+    pub spool: Spool,
     pub publisher: Arc<Publisher>,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
@@ -62,7 +63,11 @@ pub struct AppState {
     ),
     paths(
         events::publish_event,
+        events::event_status,
+        failures::list_failures,
         failures::get_failure,
+        failures::retry_failure,
+        failures::discard_failure,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -71,7 +76,10 @@ pub struct AppState {
         crate::contract::Persisted,
         crate::contract::Problem,
         crate::contract::Links,
+        crate::contract::Accepted,
+        crate::contract::EventStatus,
         crate::failures::FailureRecord,
+        crate::failures::FailurePage,
     )),
     tags(
         (name = "events", description = "Publish events"),
@@ -85,7 +93,14 @@ pub struct ApiDoc;
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/topics/{topic}/events", post(events::publish_event))
+        .route(
+            "/v1/topics/{topic}/events/{idempotency_key}",
+            get(events::event_status),
+        )
+        .route("/v1/failures", get(failures::list_failures))
         .route("/v1/failures/{id}", get(failures::get_failure))
+        .route("/v1/failures/{id}/retry", post(failures::retry_failure))
+        .route("/v1/failures/{id}/discard", post(failures::discard_failure))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

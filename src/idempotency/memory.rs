@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
 
 use super::{
-    Claim, IdempotencyStore, Lifetimes, Settlement, StoreError, StoreHealth, StoredResponse,
+    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Settlement, StoreError, StoreHealth,
+    StoredResponse,
 };
 use crate::event::{IdempotencyKey, TopicName};
 
@@ -19,17 +21,21 @@ struct Record {
     fingerprint: String,
     owner: String,
     attempt: u32,
+    accepted: bool,
     /// `None` while in flight.
-    settled: Option<StoredResponse>,
+    settled: Option<(Settlement, StoredResponse)>,
     lease_until: Instant,
     expires_at: Instant,
 }
+
+type Records = HashMap<(TopicName, IdempotencyKey), Record>;
 
 /// An in-memory store with the same semantics as [`super::RedisStore`].
 #[derive(Debug)]
 pub struct MemoryStore {
     lifetimes: Lifetimes,
-    records: Mutex<HashMap<(TopicName, IdempotencyKey), Record>>,
+    records: Mutex<Records>,
+    calls: AtomicU64,
 }
 
 impl MemoryStore {
@@ -37,18 +43,30 @@ impl MemoryStore {
         MemoryStore {
             lifetimes,
             records: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
         }
     }
 
-    fn with_records<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<(TopicName, IdempotencyKey), Record>, Instant) -> T,
-    ) -> T {
+    fn with_records<T>(&self, f: impl FnOnce(&mut Records, Instant) -> T) -> T {
         let now = Instant::now();
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        records.retain(|_, r| r.expires_at > now);
+        // Expire lazily, but only every 1024 calls: a full scan per request would be quadratic.
+        if self.calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024) {
+            records.retain(|_, r| r.expires_at > now);
+        }
         f(&mut records, now)
     }
+}
+
+fn live<'a>(
+    records: &'a mut Records,
+    topic: &TopicName,
+    key: &IdempotencyKey,
+    now: Instant,
+) -> Option<&'a mut Record> {
+    records
+        .get_mut(&(topic.clone(), key.clone()))
+        .filter(|r| r.expires_at > now)
 }
 
 #[async_trait]
@@ -59,17 +77,18 @@ impl IdempotencyStore for MemoryStore {
         key: &IdempotencyKey,
         fingerprint: &str,
         owner: &str,
+        claimant: Claimant,
     ) -> Result<Claim, StoreError> {
         let Lifetimes { lease, ttl } = self.lifetimes;
         Ok(self.with_records(|records, now| {
-            let id = (topic.clone(), key.clone());
-            let Some(record) = records.get_mut(&id) else {
+            let Some(record) = live(records, topic, key, now) else {
                 records.insert(
-                    id,
+                    (topic.clone(), key.clone()),
                     Record {
                         fingerprint: fingerprint.to_owned(),
                         owner: owner.to_owned(),
                         attempt: 1,
+                        accepted: false,
                         settled: None,
                         lease_until: now + lease,
                         expires_at: now + ttl,
@@ -80,21 +99,63 @@ impl IdempotencyStore for MemoryStore {
             if record.fingerprint != fingerprint {
                 return Claim::Mismatch;
             }
-            if let Some(response) = &record.settled {
-                return Claim::Replay(response.clone());
-            }
-            if record.lease_until > now {
-                return Claim::InFlight {
-                    retry_after: record.lease_until - now,
+            let reclaim = match &record.settled {
+                Some((Settlement::Released, _)) => true,
+                Some((Settlement::Failed, _)) => claimant == Claimant::Operator,
+                Some(_) => false,
+                None => record.lease_until <= now,
+            };
+            if reclaim {
+                record.owner = owner.to_owned();
+                record.attempt += 1;
+                record.accepted = false;
+                record.settled = None;
+                record.lease_until = now + lease;
+                record.expires_at = now + ttl;
+                return Claim::Claimed {
+                    attempt: record.attempt,
                 };
             }
-            record.owner = owner.to_owned();
-            record.attempt += 1;
-            record.lease_until = now + lease;
-            record.expires_at = now + ttl;
-            Claim::Claimed {
-                attempt: record.attempt,
+            match &record.settled {
+                Some((_, response)) => Claim::Replay(response.clone()),
+                None => Claim::InFlight {
+                    retry_after: record.lease_until - now,
+                    accepted: record.accepted,
+                },
             }
+        }))
+    }
+
+    async fn mark_accepted(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        self.with_records(|records, now| {
+            if let Some(record) = live(records, topic, key, now)
+                && record.owner == owner
+                && record.settled.is_none()
+            {
+                record.accepted = true;
+            }
+        });
+        Ok(())
+    }
+
+    async fn status(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+    ) -> Result<Option<KeyStatus>, StoreError> {
+        Ok(self.with_records(|records, now| {
+            live(records, topic, key, now).map(|record| match &record.settled {
+                None => KeyStatus::InFlight,
+                Some((settlement, response)) => KeyStatus::Settled {
+                    settlement: *settlement,
+                    response: response.clone(),
+                },
+            })
         }))
     }
 
@@ -103,38 +164,20 @@ impl IdempotencyStore for MemoryStore {
         topic: &TopicName,
         key: &IdempotencyKey,
         owner: &str,
-        _settlement: Settlement,
+        settlement: Settlement,
         response: &StoredResponse,
     ) -> Result<bool, StoreError> {
         let ttl = self.lifetimes.ttl;
-        Ok(self.with_records(
-            |records, now| match records.get_mut(&(topic.clone(), key.clone())) {
+        Ok(
+            self.with_records(|records, now| match live(records, topic, key, now) {
                 Some(record) if record.owner == owner && record.settled.is_none() => {
-                    record.settled = Some(response.clone());
+                    record.settled = Some((settlement, response.clone()));
                     record.expires_at = now + ttl;
                     true
                 }
                 _ => false,
-            },
-        ))
-    }
-
-    async fn release(
-        &self,
-        topic: &TopicName,
-        key: &IdempotencyKey,
-        owner: &str,
-    ) -> Result<bool, StoreError> {
-        Ok(self.with_records(|records, _| {
-            let id = (topic.clone(), key.clone());
-            match records.get(&id) {
-                Some(record) if record.owner == owner && record.settled.is_none() => {
-                    records.remove(&id);
-                    true
-                }
-                _ => false,
-            }
-        }))
+            }),
+        )
     }
 
     async fn health(&self) -> Result<StoreHealth, StoreError> {

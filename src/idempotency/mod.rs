@@ -5,10 +5,15 @@
 //! gateway sharing the same Redis — see exactly one winner:
 //!
 //! ```text
-//!   (none) ──claim──▶ in_flight ──settle(done)──▶ done     (replays the stored answer)
-//!                        │  └────settle(failed)─▶ failed   (replays the failure answer)
-//!                        └──release──▶ (none)             (nothing was written: retry freely)
+//!   (none) ──claim──▶ in_flight ──settle(done)─────▶ done      (replays the stored answer)
+//!                        │  └─────settle(failed)───▶ failed    (replays the failure answer,
+//!                        │                                       until an operator retries)
+//!                        └────────settle(released)─▶ released  (nothing was written: the next
+//!                                                                claim publishes again)
 //! ```
+//!
+//! A released record keeps its answer so that `GET /v1/topics/{topic}/events/{key}` can still
+//! tell a client that lost its response what happened.
 //!
 //! An `in_flight` record carries an owner and a lease. A request that finds a live lease gets
 //! 409; one that finds an expired lease (its owner crashed) takes the key over. Settling and
@@ -44,8 +49,12 @@ pub enum Claim {
     Claimed { attempt: u32 },
     /// The key was settled before with the same event: answer with this.
     Replay(StoredResponse),
-    /// Another request owns the key right now.
-    InFlight { retry_after: Duration },
+    /// Another request owns the key right now. `accepted` is true once that request was
+    /// answered `202 Accepted` (it outlived the wait timeout).
+    InFlight {
+        retry_after: Duration,
+        accepted: bool,
+    },
     /// The key was used with a different event.
     Mismatch,
 }
@@ -71,15 +80,38 @@ pub enum Settlement {
     /// The event may be in Kafka; the key stays pinned to its failure answer until an operator
     /// acts, so a retry cannot publish it a second time.
     Failed,
+    /// Kafka certainly did not write it: the answer is kept for status queries, and the next
+    /// claim with the same event publishes again.
+    Released,
 }
 
 impl Settlement {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Settlement::Done => "done",
             Settlement::Failed => "failed",
+            Settlement::Released => "released",
         }
     }
+}
+
+/// Who is claiming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimant {
+    /// A client request.
+    Client,
+    /// An operator retrying a failure record: may take back a key pinned as `failed`.
+    Operator,
+}
+
+/// What a status query finds for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStatus {
+    InFlight,
+    Settled {
+        settlement: Settlement,
+        response: StoredResponse,
+    },
 }
 
 /// The store could not answer; the caller must fail closed.
@@ -108,7 +140,24 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         key: &IdempotencyKey,
         fingerprint: &str,
         owner: &str,
+        claimant: Claimant,
     ) -> Result<Claim, StoreError>;
+
+    /// Notes that the owner's request was answered `202 Accepted`, so that retries get the same
+    /// answer instead of 409.
+    async fn mark_accepted(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The current state of a key, if it has a record.
+    async fn status(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+    ) -> Result<Option<KeyStatus>, StoreError>;
 
     /// Stores the final answer if `owner` still holds the key. Returns whether it did.
     async fn settle(
@@ -118,14 +167,6 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         owner: &str,
         settlement: Settlement,
         response: &StoredResponse,
-    ) -> Result<bool, StoreError>;
-
-    /// Forgets the claim if `owner` still holds it, so the client may retry with the same key.
-    async fn release(
-        &self,
-        topic: &TopicName,
-        key: &IdempotencyKey,
-        owner: &str,
     ) -> Result<bool, StoreError>;
 
     /// Checks that the store answers.

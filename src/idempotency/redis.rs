@@ -8,17 +8,20 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use super::{
-    Claim, IdempotencyStore, Lifetimes, Settlement, StoreError, StoreHealth, StoredResponse,
+    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Settlement, StoreError, StoreHealth,
+    StoredResponse,
 };
 use crate::event::{IdempotencyKey, TopicName};
 
-/// KEYS[1] record; ARGV: owner, fingerprint, lease_ms, ttl_ms.
-/// Returns {'claimed', attempt} | {'replay', status, body} | {'in_flight', ms_left} | {'mismatch'}.
+/// KEYS[1] record; ARGV: owner, fingerprint, lease_ms, ttl_ms, operator ('1' or '0').
+/// Returns {'claimed', attempt} | {'replay', status, body} | {'in_flight', ms_left, accepted}
+/// | {'mismatch'}.
 const CLAIM: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[3])
-local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'attempt', 'status', 'body')
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'attempt', 'status', 'body',
+                    'accepted')
 if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fp', ARGV[2], 'owner', ARGV[1],
              'lease_until', now + lease, 'attempt', 1, 'created_ms', now)
@@ -29,20 +32,30 @@ end
 if r[2] ~= ARGV[2] then
   return {'mismatch'}
 end
+local function reclaim(maybe_duplicate)
+  local attempt = tonumber(r[4]) + 1
+  redis.call('HSET', KEYS[1], 'state', 'in_flight', 'owner', ARGV[1], 'lease_until', now + lease,
+             'attempt', attempt)
+  redis.call('HDEL', KEYS[1], 'status', 'body', 'accepted')
+  if maybe_duplicate then redis.call('HSET', KEYS[1], 'maybe_duplicate', 1) end
+  -- Refresh the TTL so the record cannot expire under the new owner.
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return {'claimed', tostring(attempt)}
+end
+-- Nothing was written last time: publish again.
+if r[1] == 'released' then return reclaim(false) end
+-- An operator retries an event that may or may not be in Kafka: their call.
+if r[1] == 'failed' and ARGV[5] == '1' then return reclaim(true) end
 if r[1] ~= 'in_flight' then
   return {'replay', r[5], r[6]}
 end
 local lease_until = tonumber(r[3])
 if lease_until > now then
-  return {'in_flight', tostring(lease_until - now)}
+  return {'in_flight', tostring(lease_until - now), r[7] or '0'}
 end
--- The owner's lease ran out: it crashed before settling. Take over, and say the event may be
--- in Kafka already. Refresh the TTL so the record cannot expire under the new owner.
-local attempt = tonumber(r[4]) + 1
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease_until', now + lease,
-           'attempt', attempt, 'maybe_duplicate', 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {'claimed', tostring(attempt)}
+-- The owner's lease ran out: it crashed before settling. Take over, and note that the event
+-- may be in Kafka already.
+return reclaim(true)
 "#;
 
 /// KEYS[1] record; ARGV: owner, state, status, body, ttl_ms. Returns 1 if settled.
@@ -57,13 +70,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 "#;
 
-/// KEYS[1] record; ARGV: owner. Returns 1 if released.
-const RELEASE: &str = r#"
+/// KEYS[1] record; ARGV: owner. Marks the in-flight request as answered 202.
+const ACCEPT: &str = r#"
 local r = redis.call('HMGET', KEYS[1], 'state', 'owner')
-if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then
-  return 0
+if r[1] == 'in_flight' and r[2] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'accepted', 1)
 end
-redis.call('DEL', KEYS[1])
 return 1
 "#;
 
@@ -75,7 +87,7 @@ pub struct RedisStore {
     lifetimes: Lifetimes,
     claim: Script,
     settle: Script,
-    release: Script,
+    accept: Script,
 }
 
 impl RedisStore {
@@ -86,7 +98,7 @@ impl RedisStore {
             lifetimes,
             claim: Script::new(CLAIM),
             settle: Script::new(SETTLE),
-            release: Script::new(RELEASE),
+            accept: Script::new(ACCEPT),
         }
     }
 
@@ -104,6 +116,7 @@ impl IdempotencyStore for RedisStore {
         key: &IdempotencyKey,
         fingerprint: &str,
         owner: &str,
+        claimant: Claimant,
     ) -> Result<Claim, StoreError> {
         let reply: Vec<String> = self
             .claim
@@ -112,6 +125,11 @@ impl IdempotencyStore for RedisStore {
             .arg(fingerprint)
             .arg(self.lifetimes.lease.as_millis() as u64)
             .arg(self.lifetimes.ttl.as_millis() as u64)
+            .arg(if claimant == Claimant::Operator {
+                "1"
+            } else {
+                "0"
+            })
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::Unavailable)?;
@@ -140,20 +158,51 @@ impl IdempotencyStore for RedisStore {
         Ok(settled == 1)
     }
 
-    async fn release(
+    async fn mark_accepted(
         &self,
         topic: &TopicName,
         key: &IdempotencyKey,
         owner: &str,
-    ) -> Result<bool, StoreError> {
-        let released: i64 = self
-            .release
+    ) -> Result<(), StoreError> {
+        let _: i64 = self
+            .accept
             .key(self.record_key(topic, key))
             .arg(owner)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::Unavailable)?;
-        Ok(released == 1)
+        Ok(())
+    }
+
+    async fn status(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+    ) -> Result<Option<KeyStatus>, StoreError> {
+        let (state, status, body): (Option<String>, Option<u16>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(self.record_key(topic, key))
+                .arg(&["state", "status", "body"])
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(StoreError::Unavailable)?;
+        let settlement = match state.as_deref() {
+            None => return Ok(None),
+            Some("in_flight") => return Ok(Some(KeyStatus::InFlight)),
+            Some("done") => Settlement::Done,
+            Some("failed") => Settlement::Failed,
+            Some("released") => Settlement::Released,
+            Some(other) => return Err(StoreError::Protocol(format!("unknown state {other}"))),
+        };
+        match (status, body) {
+            (Some(status), Some(body)) => Ok(Some(KeyStatus::Settled {
+                settlement,
+                response: StoredResponse { status, body },
+            })),
+            _ => Err(StoreError::Protocol(
+                "settled record without an answer".into(),
+            )),
+        }
     }
 
     async fn health(&self) -> Result<StoreHealth, StoreError> {
@@ -195,8 +244,9 @@ fn parse_claim(reply: &[String]) -> Result<Claim, StoreError> {
             status: status.parse().map_err(|_| bad())?,
             body: body.clone(),
         })),
-        [tag, ms_left] if tag == "in_flight" => Ok(Claim::InFlight {
+        [tag, ms_left, accepted] if tag == "in_flight" => Ok(Claim::InFlight {
             retry_after: std::time::Duration::from_millis(ms_left.parse().map_err(|_| bad())?),
+            accepted: accepted == "1",
         }),
         [tag] if tag == "mismatch" => Ok(Claim::Mismatch),
         _ => Err(bad()),

@@ -58,6 +58,8 @@ pub struct Publisher {
     producer: ArcSwap<KafkaProducer>,
     config: PublisherConfig,
     topics: RwLock<HashMap<TopicName, (TopicStatus, Instant)>>,
+    /// One rebuild at a time.
+    rebuilding: tokio::sync::Mutex<()>,
 }
 
 impl Publisher {
@@ -68,11 +70,77 @@ impl Publisher {
             producer: ArcSwap::from_pointee(producer),
             config,
             topics: RwLock::new(HashMap::new()),
+            rebuilding: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Hands the event to librdkafka and waits for its delivery report.
     pub async fn publish(&self, event: &Event) -> DeliveryReport {
+        if self.is_fatal() {
+            self.heal().await;
+        }
+        let report = self.publish_once(event).await;
+        if report.is_err() && self.is_fatal() {
+            self.heal().await;
+        }
+        report
+    }
+
+    /// Replaces a producer that hit a fatal error (e.g. an idempotence sequence fault, or a
+    /// broker that lost the producer's state): after such an error every produce fails, so
+    /// without this the gateway would be wedged until restarted.
+    ///
+    /// The new producer is swapped in atomically; the old one is flushed, not dropped at once
+    /// (dropping purges its queue), so every message it holds still gets its delivery report —
+    /// a failure, which its request turns into a failure record.
+    async fn heal(&self) {
+        let _one_at_a_time = self.rebuilding.lock().await;
+        let current = self.producer.load_full();
+        if !current.context().is_fatal() {
+            return; // Another request rebuilt it meanwhile.
+        }
+        let fresh = match build_producer(&self.config) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::error!(%error, "could not rebuild the Kafka producer");
+                return;
+            }
+        };
+        self.producer.store(Arc::new(fresh));
+        metrics::counter!("ackgate_producer_rebuilds_total").increment(1);
+        let fatal = current.client().fatal_error();
+        tracing::warn!(
+            ?fatal,
+            "the Kafka producer hit a fatal error and was rebuilt"
+        );
+        let timeout = self.config.delivery_timeout;
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = current.flush(timeout) {
+                tracing::debug!(%error, "flushing the replaced producer");
+            }
+        });
+    }
+
+    /// Forces a fatal error on the current producer, through librdkafka's own test hook.
+    /// Only for tests of the healing path.
+    #[doc(hidden)]
+    #[allow(unsafe_code)]
+    pub fn inject_fatal_error(&self) {
+        use rdkafka::bindings::{rd_kafka_resp_err_t, rd_kafka_test_fatal_error};
+        let producer = self.producer.load_full();
+        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
+        // SAFETY: the client pointer is valid while `producer` is alive; the call only records
+        // a fatal error on that client and raises its error event.
+        unsafe {
+            rd_kafka_test_fatal_error(
+                producer.client().native_ptr(),
+                rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+    }
+
+    async fn publish_once(&self, event: &Event) -> DeliveryReport {
         let producer = self.producer.load_full();
         let (tx, rx) = oneshot::channel();
         let headers = event

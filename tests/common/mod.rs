@@ -44,6 +44,9 @@ pub fn test_settings() -> Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         redis_key_prefix: unique("t"),
         delivery_timeout_ms: 10_000,
+        // Above the delivery timeout: these tests want final answers. The 202 path has its own.
+        wait_timeout_ms: 15_000,
+        failure_spool_path: std::env::temp_dir().join(format!("{}.spool", unique("ackgate"))),
         ..Settings::defaults()
     }
 }

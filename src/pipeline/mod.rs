@@ -11,7 +11,13 @@
 //!    the client disconnects; if the delivery were awaited there, the outcome would never be
 //!    written, the key would stay in flight, and the retry after the lease would publish a
 //!    duplicate. The handler only waits for the task's answer.
-//! 4. The answer comes from the delivery report, never before it.
+//! 4. The answer comes from the delivery report, never before it. A request that waited
+//!    `wait_timeout` without one is answered `202 Accepted`; the task records the outcome when
+//!    it arrives, for `GET /v1/topics/{topic}/events/{key}`.
+
+mod operator;
+
+pub use self::operator::{OperatorError, RetryOutcome};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,8 +29,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::contract::{Links, Persisted, Problem, ProblemCode};
 use crate::event::Event;
-use crate::failures::{FailureError, FailureRecord, FailureState, FailureStore, StoredEvent};
-use crate::idempotency::{Claim, IdempotencyStore, Settlement, StoredResponse};
+use crate::failures::{
+    FailureError, FailureRecord, FailureState, FailureStore, Spool, StoredEvent,
+};
+use crate::idempotency::{Claim, Claimant, IdempotencyStore, Settlement, StoredResponse};
 use crate::publisher::{Ack, DeliveryFailure, FailureKind, Persistence, Publisher, TopicStatus};
 
 /// How long a client is told to wait before retrying after a transient failure.
@@ -40,12 +48,22 @@ pub enum Refusal {
     KafkaUnavailable,
     /// The idempotency store did not answer: fail closed.
     StoreUnavailable,
-    /// Another request holds the key.
+    /// Another request holds the key; `accepted` once that request was answered 202.
     InFlight {
         retry_after: Duration,
+        accepted: bool,
     },
     /// The key was used with another event.
     Mismatch,
+}
+
+/// What became of a submitted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// The delivery ended (or had ended before): this is the answer.
+    Answered(Answer),
+    /// No delivery report within the wait timeout; the delivery goes on in the background.
+    Accepted,
 }
 
 /// A final answer to an event request.
@@ -63,27 +81,33 @@ pub struct Answer {
 pub struct Pipeline {
     store: Arc<dyn IdempotencyStore>,
     failures: Arc<dyn FailureStore>,
+    spool: Spool,
     publisher: Arc<Publisher>,
     tasks: TaskTracker,
+    wait_timeout: Duration,
 }
 
 impl Pipeline {
     pub fn new(
         store: Arc<dyn IdempotencyStore>,
         failures: Arc<dyn FailureStore>,
+        spool: Spool,
         publisher: Arc<Publisher>,
         tasks: TaskTracker,
+        wait_timeout: Duration,
     ) -> Self {
         Pipeline {
             store,
             failures,
+            spool,
             publisher,
             tasks,
+            wait_timeout,
         }
     }
 
     /// Publishes `event` once per idempotency key and answers with what Kafka said.
-    pub async fn submit(&self, event: Event) -> Result<Answer, Refusal> {
+    pub async fn submit(&self, event: Event) -> Result<Submitted, Refusal> {
         match self.publisher.topic_status(&event.topic).await {
             Ok(TopicStatus::Exists) => {}
             Ok(TopicStatus::Missing) => return Err(Refusal::TopicNotFound),
@@ -101,6 +125,7 @@ impl Pipeline {
                 &event.idempotency_key,
                 &event.fingerprint(),
                 &owner,
+                Claimant::Client,
             )
             .await;
         let claim = match claim {
@@ -116,13 +141,21 @@ impl Pipeline {
         let attempt = match claim {
             Claim::Claimed { attempt } => attempt,
             Claim::Replay(response) => {
-                return Ok(Answer {
+                return Ok(Submitted::Answered(Answer {
                     response,
                     replayed: true,
                     retry_after: None,
+                }));
+            }
+            Claim::InFlight {
+                retry_after,
+                accepted,
+            } => {
+                return Err(Refusal::InFlight {
+                    retry_after,
+                    accepted,
                 });
             }
-            Claim::InFlight { retry_after } => return Err(Refusal::InFlight { retry_after }),
             Claim::Mismatch => return Err(Refusal::Mismatch),
         };
         if attempt > 1 {
@@ -135,13 +168,30 @@ impl Pipeline {
             );
         }
 
+        let topic = event.topic.clone();
+        let key = event.idempotency_key.clone();
         let (reply, answer) = oneshot::channel();
         let this = self.clone();
+        let owner_for_task = owner.clone();
         self.tasks.spawn(async move {
-            this.deliver(event, owner, attempt, reply).await;
+            this.deliver(event, owner_for_task, attempt, reply).await;
         });
-        // The task always replies before it returns, unless it panicked.
-        answer.await.map_err(|_| Refusal::StoreUnavailable)
+        match tokio::time::timeout(self.wait_timeout, answer).await {
+            Ok(Ok(answer)) => Ok(Submitted::Answered(answer)),
+            // The task always replies before it returns, unless it panicked.
+            Ok(Err(_)) => Err(Refusal::StoreUnavailable),
+            Err(_) => {
+                // Retries of this key now get the same 202 instead of 409. If this fails, they
+                // get 409 until the delivery settles: still correct, only less friendly.
+                if let Err(error) = self.store.mark_accepted(&topic, &key, &owner).await {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "could not mark a key accepted"
+                    );
+                }
+                Ok(Submitted::Accepted)
+            }
+        }
     }
 
     /// Publishes, answers through `reply`, then finishes the bookkeeping even if nobody waits.
@@ -169,7 +219,9 @@ impl Pipeline {
             Err(failure) => {
                 metrics::counter!("ackgate_delivery_errors_total", "code" => failure.code_name())
                     .increment(1);
-                let answer = self.handle_failure(&event, &owner, attempt, failure).await;
+                let answer = self
+                    .handle_failure(&event, &owner, attempt, failure, None)
+                    .await;
                 let _ = reply.send(answer);
             }
         }
@@ -223,6 +275,8 @@ impl Pipeline {
         owner: &str,
         attempt: u32,
         failure: DeliveryFailure,
+        // An operator's retry updates the record it retries instead of making a new one.
+        retried: Option<&FailureRecord>,
     ) -> Answer {
         let (code, retry_after) = match failure.kind {
             FailureKind::QueueFull => (ProblemCode::Overloaded, Some(RETRY_AFTER)),
@@ -249,69 +303,103 @@ impl Pipeline {
         // Back-pressure and the client's own mistakes need no operator; every other failure
         // keeps the event where an operator can find it.
         let keep = failure.kind != FailureKind::QueueFull && !failure.kind.is_client_fault();
-        if keep {
-            let record = failure_record(event, &failure, persistence, code.status(), attempt);
-            match self.failures.insert(&record).await {
-                Ok(()) => {
-                    problem.detail = format!(
-                        "{} The event is kept in failure record {}.",
-                        problem.detail, record.id
-                    );
-                    problem.links = Some(Links {
-                        failure: format!("/v1/failures/{}", record.id),
-                    });
-                    problem.failure_id = Some(record.id.clone());
+        if keep || retried.is_some() {
+            let kept = match retried {
+                Some(previous) => {
+                    let record = FailureRecord {
+                        state: FailureState::Open,
+                        error: failure_error(&failure),
+                        persistence: persistence.as_str().to_owned(),
+                        http_status: code.status(),
+                        attempts: previous.attempts + 1,
+                        updated_at: now_rfc3339(),
+                        ..previous.clone()
+                    };
+                    log_failure(&record);
+                    self.reopen(&record).await;
+                    Some(record)
                 }
-                Err(error) => tracing::error!(
-                    error = &error as &dyn std::error::Error,
-                    failure_id = %record.id,
-                    "could not store a failure record; the record follows in the next line"
-                ),
+                None => {
+                    let record =
+                        failure_record(event, &failure, persistence, code.status(), attempt);
+                    self.keep(&record).await.then_some(record)
+                }
+            };
+            if let Some(record) = kept {
+                problem.detail = format!(
+                    "{} The event is kept in failure record {}.",
+                    problem.detail, record.id
+                );
+                problem.links = Some(Links {
+                    failure: format!("/v1/failures/{}", record.id),
+                });
+                problem.failure_id = Some(record.id.clone());
             }
-            log_failure(&record);
         }
 
         let response = StoredResponse {
             status: code.status(),
             body: serde_json::to_string(&problem).expect("a problem always serializes"),
         };
-        match persistence {
-            // Nothing was written: forget the claim so the client can retry with the same key.
-            Persistence::NotPersisted => {
-                if let Err(error) = self
-                    .store
-                    .release(&event.topic, &event.idempotency_key, owner)
-                    .await
-                {
-                    // The key stays in flight until its lease runs out; then it can be retried.
-                    tracing::warn!(error = &error as &dyn std::error::Error, "release failed");
-                }
-            }
-            // It may be in Kafka: pin the key to this answer until an operator settles it, so a
-            // retry cannot publish it a second time.
-            _ => {
-                if let Err(error) = self
-                    .store
-                    .settle(
-                        &event.topic,
-                        &event.idempotency_key,
-                        owner,
-                        Settlement::Failed,
-                        &response,
-                    )
-                    .await
-                {
-                    tracing::error!(
-                        error = &error as &dyn std::error::Error,
-                        "could not pin a failed key"
-                    );
-                }
-            }
+        let settlement = match persistence {
+            // Nothing was written: the next request with this key publishes again.
+            Persistence::NotPersisted => Settlement::Released,
+            // It may be in Kafka: pin the key to this answer until an operator acts, so a retry
+            // cannot publish it a second time.
+            _ => Settlement::Failed,
+        };
+        if let Err(error) = self
+            .store
+            .settle(
+                &event.topic,
+                &event.idempotency_key,
+                owner,
+                settlement,
+                &response,
+            )
+            .await
+        {
+            // The key stays in flight until its lease runs out, then it can be claimed again.
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not settle a failed key"
+            );
         }
         Answer {
             response,
             replayed: false,
             retry_after: retry_after.filter(|_| persistence == Persistence::NotPersisted),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Keeps a failure record: in the store, or else in the local spool. Returns whether it
+    /// is kept (it is always logged, whole).
+    async fn keep(&self, record: &FailureRecord) -> bool {
+        log_failure(record);
+        metrics::counter!("ackgate_failure_records_created_total",
+            "topic" => record.event.topic.clone(), "code" => record.error.code.clone())
+        .increment(1);
+        let Err(error) = self.failures.insert(record).await else {
+            return true;
+        };
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            failure_id = %record.id,
+            "failure store unavailable; spooling the record locally"
+        );
+        match self.spool.append(record).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    failure_id = %record.id,
+                    spool = %self.spool.path().display(),
+                    "could not spool a failure record; only the log line above keeps the event"
+                );
+                false
+            }
         }
     }
 }
@@ -369,19 +457,29 @@ fn failure_record(
     FailureRecord {
         id: ulid::Ulid::new().to_string(),
         state: FailureState::Open,
-        created_at: OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default(),
+        created_at: now_rfc3339(),
         event: StoredEvent::from(event),
-        error: FailureError {
-            code: failure.code_name(),
-            kind: format!("{:?}", failure.kind),
-            reason: failure.reason.clone(),
-        },
+        error: failure_error(failure),
         persistence: persistence.as_str().to_owned(),
         http_status,
         attempts: attempt,
+        updated_at: now_rfc3339(),
+        resolution: None,
     }
+}
+
+fn failure_error(failure: &DeliveryFailure) -> FailureError {
+    FailureError {
+        code: failure.code_name(),
+        kind: format!("{:?}", failure.kind),
+        reason: failure.reason.clone(),
+    }
+}
+
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 /// One structured line per failure, with the whole record: even if every store is down, the
