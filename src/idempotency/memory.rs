@@ -51,7 +51,11 @@ impl MemoryStore {
         let now = Instant::now();
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         // Expire lazily, but only every 1024 calls: a full scan per request would be quadratic.
-        if self.calls.fetch_add(1, Ordering::Relaxed).is_multiple_of(1024) {
+        if self
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
+        {
             records.retain(|_, r| r.expires_at > now);
         }
         f(&mut records, now)

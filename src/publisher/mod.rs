@@ -96,7 +96,7 @@ impl Publisher {
     async fn heal(&self) {
         let _one_at_a_time = self.rebuilding.lock().await;
         let current = self.producer.load_full();
-        if !current.context().is_fatal() {
+        if !is_fatal(&current) {
             return; // Another request rebuilt it meanwhile.
         }
         let fresh = match build_producer(&self.config) {
@@ -249,8 +249,11 @@ impl Publisher {
     }
 
     /// Whether the current producer hit a fatal error and can no longer produce.
+    ///
+    /// Asks librdkafka directly: the error callback that also reports it arrives later, on the
+    /// polling thread, and requests in between must not be sent to a dead producer.
     pub fn is_fatal(&self) -> bool {
-        self.producer.load().context().is_fatal()
+        is_fatal(&self.producer.load())
     }
 
     /// Waits until every enqueued event has its delivery report, or `timeout` runs out.
@@ -265,6 +268,10 @@ impl Publisher {
     pub fn in_flight_count(&self) -> i32 {
         self.producer.load().in_flight_count()
     }
+}
+
+fn is_fatal(producer: &KafkaProducer) -> bool {
+    producer.context().is_fatal() || producer.client().fatal_error().is_some()
 }
 
 fn build_producer(config: &PublisherConfig) -> Result<KafkaProducer, KafkaError> {

@@ -83,6 +83,17 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(settings: Settings, brokers: &str, backend: Backend) -> TestApp {
+        Self::spawn_with_publisher(settings, brokers, backend)
+            .await
+            .0
+    }
+
+    /// Like [`TestApp::spawn`], also handing out the app's publisher (to inject faults).
+    pub async fn spawn_with_publisher(
+        settings: Settings,
+        brokers: &str,
+        backend: Backend,
+    ) -> (TestApp, std::sync::Arc<ackgate::publisher::Publisher>) {
         let app = Application::build(Config {
             settings: settings.clone(),
             kafka_brokers: brokers.to_owned(),
@@ -91,17 +102,19 @@ impl TestApp {
         .await
         .expect("the application builds");
         let addr = app.local_addr();
+        let publisher = app.publisher();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
-        TestApp {
+        let app = TestApp {
             addr,
             client: reqwest::Client::new(),
             settings,
             shutdown: Some(tx),
             handle: Some(handle),
-        }
+        };
+        (app, publisher)
     }
 
     /// An app against the test broker and the shared test Redis.

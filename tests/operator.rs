@@ -1,0 +1,469 @@
+//! When Kafka cannot take it: classified outcomes, 202 for slow acknowledgements, failure
+//! records and the operator's loop, the spool, and the producer healing itself. Faults come
+//! from librdkafka's mock cluster; every test checks what is (or is not) in the topic.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ackgate::Backend;
+use ackgate::settings::Settings;
+use common::*;
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::RDKafkaApiKey;
+use rdkafka::types::RDKafkaRespErr;
+
+const BROKERS: i32 = 3;
+const PARTITIONS: i32 = 3;
+const TOPIC: &str = "ops";
+
+struct MockKafka {
+    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+impl MockKafka {
+    fn start() -> MockKafka {
+        let cluster = MockCluster::new(BROKERS).expect("mock cluster");
+        cluster
+            .create_topic(TOPIC, PARTITIONS, BROKERS)
+            .expect("mock topic");
+        MockKafka { cluster }
+    }
+
+    fn brokers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    fn each_broker(&self, f: impl Fn(i32)) {
+        (1..=BROKERS).for_each(f);
+    }
+
+    fn records_with_key(&self, key: &str) -> Vec<Record> {
+        consume_all(&self.brokers(), TOPIC, PARTITIONS)
+            .into_iter()
+            .filter(|r| r.header("idempotency-key") == Some(key.as_bytes()))
+            .collect()
+    }
+}
+
+async fn spawn(kafka: &MockKafka, settings: Settings) -> TestApp {
+    TestApp::spawn(
+        settings,
+        &kafka.brokers(),
+        Backend::Redis { url: redis_url() },
+    )
+    .await
+}
+
+async fn warm_up(app: &TestApp) {
+    let requests = (0..30).map(|i| {
+        send(
+            app.post_event(TOPIC, &unique("warm-up"), "{}")
+                .header("Kafka-Key", format!("warm-{i}")),
+        )
+    });
+    for reply in futures::future::join_all(requests).await {
+        assert_eq!(reply.status, 201, "warm-up: {}", reply.body);
+    }
+}
+
+fn short_delivery() -> Settings {
+    Settings {
+        delivery_timeout_ms: 2_000,
+        // Final answers, not 202: reconnect back-off can stretch a failing delivery.
+        wait_timeout_ms: 15_000,
+        ..test_settings()
+    }
+}
+
+/// Waits until the producer has reconnected to every partition leader after brokers came
+/// back (librdkafka backs off between reconnects, up to `reconnect.backoff.max.ms`).
+async fn wait_until_publishing(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let probes = (0..30).map(|i| {
+            send(
+                app.post_event(TOPIC, &unique("probe"), "{}")
+                    .header("Kafka-Key", format!("probe-{i}")),
+            )
+        });
+        let replies = futures::future::join_all(probes).await;
+        if replies.iter().all(|r| r.status == 201) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the producer reconnects");
+    }
+}
+
+/// Publishes with every broker down; returns the failure id of the answer.
+async fn fail_with_brokers_down(kafka: &MockKafka, app: &TestApp, key: &str) -> String {
+    kafka.each_broker(|id| kafka.cluster.broker_down(id).unwrap());
+    let reply = send(app.post_event(TOPIC, key, r#"{"order":1}"#)).await;
+    kafka.each_broker(|id| kafka.cluster.broker_up(id).unwrap());
+    wait_until_publishing(app).await;
+    assert!(matches!(reply.status, 503 | 504), "{}", reply.body);
+    assert_eq!(reply.json()["persistence"], "not_persisted");
+    reply.json()["failure_id"]
+        .as_str()
+        .expect("a failure record")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_operator_retry_publishes_a_kept_event_exactly_once() {
+    let kafka = MockKafka::start();
+    let app = spawn(&kafka, short_delivery()).await;
+    warm_up(&app).await;
+    let id = fail_with_brokers_down(&kafka, &app, "k-retry").await;
+
+    // Two operators press "retry" at the same moment.
+    let retry = || {
+        send(
+            app.client
+                .post(app.url(&format!("/v1/failures/{id}/retry")))
+                .header("Content-Type", "application/json")
+                .body(r#"{"by":"alice"}"#),
+        )
+    };
+    let (a, b) = tokio::join!(retry(), retry());
+    let (won, lost) = if a.status == 200 { (a, b) } else { (b, a) };
+
+    assert_eq!(won.status, 200, "{}", won.body);
+    lost.assert_problem(409, "failure-not-open");
+    let record = won.json();
+    assert_eq!(record["state"], "resolved");
+    assert_eq!(record["resolution"]["action"], "retried");
+    assert_eq!(record["resolution"]["by"], "alice");
+    let in_kafka = kafka.records_with_key("k-retry");
+    assert_eq!(in_kafka.len(), 1, "published exactly once: {in_kafka:?}");
+    assert_eq!(
+        i64::from(in_kafka[0].partition),
+        record["resolution"]["partition"].as_i64().unwrap()
+    );
+    assert_eq!(
+        in_kafka[0].offset,
+        record["resolution"]["offset"].as_i64().unwrap()
+    );
+    assert_eq!(in_kafka[0].value, br#"{"order":1}"#);
+
+    // The client's own retry now replays the success instead of publishing again.
+    let client_retry = send(app.post_event(TOPIC, "k-retry", r#"{"order":1}"#)).await;
+    assert_eq!(client_retry.status, 201, "{}", client_retry.body);
+    assert_eq!(client_retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(kafka.records_with_key("k-retry").len(), 1);
+    // A resolved record cannot be retried again.
+    retry().await.assert_problem(409, "failure-not-open");
+    let metrics = send(app.client.get(app.url("/metrics"))).await.body;
+    assert!(
+        metrics.contains(&format!(
+            r#"ackgate_failure_records_created_total{{topic="{TOPIC}",code="MessageTimedOut"}}"#
+        )),
+        "failure records are counted by topic and code"
+    );
+}
+
+#[tokio::test]
+async fn failure_records_are_listed_by_topic_and_state_and_can_be_discarded() {
+    let kafka = MockKafka::start();
+    let app = spawn(&kafka, short_delivery()).await;
+    warm_up(&app).await;
+    let first = fail_with_brokers_down(&kafka, &app, "k-list-1").await;
+    let second = fail_with_brokers_down(&kafka, &app, "k-list-2").await;
+    let list = |query: &str| send(app.client.get(app.url(&format!("/v1/failures?{query}"))));
+
+    // Page through every open record of the topic, one per page. (Probes sent while the
+    // producer reconnected may have left records of their own.)
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = list(&format!("topic={TOPIC}&state=open&limit=1{cursor}")).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let page = page.json();
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 1);
+        ids.extend(items.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let position = |id: &str| ids.iter().position(|i| i == id).expect("listed");
+    assert!(
+        position(&first) < position(&second),
+        "oldest first: {ids:?}"
+    );
+    let mut unique_ids = ids.clone();
+    unique_ids.dedup();
+    assert_eq!(unique_ids.len(), ids.len(), "no record twice across pages");
+
+    let discard = |id: &str, body: &str| {
+        send(
+            app.client
+                .post(app.url(&format!("/v1/failures/{id}/discard")))
+                .header("Content-Type", "application/json")
+                .body(body.to_owned()),
+        )
+    };
+    discard(&first, "{}")
+        .await
+        .assert_problem(400, "invalid-json");
+    let discarded = discard(&first, r#"{"reason":"duplicate of order 1","by":"bob"}"#).await;
+    assert_eq!(discarded.status, 200, "{}", discarded.body);
+    assert_eq!(discarded.json()["state"], "discarded");
+    assert_eq!(
+        discarded.json()["resolution"]["reason"],
+        "duplicate of order 1"
+    );
+
+    let open = list(&format!("topic={TOPIC}&state=open")).await.json();
+    let open_ids: Vec<_> = open["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert!(
+        !open_ids.contains(&first.as_str().into()) && open_ids.contains(&second.as_str().into())
+    );
+    let gone = list(&format!("topic={TOPIC}&state=discarded")).await.json();
+    assert_eq!(gone["items"][0]["id"], first.as_str());
+    list("state=nope")
+        .await
+        .assert_problem(400, "invalid-query");
+    send(
+        app.client
+            .post(app.url(&format!("/v1/failures/{first}/retry"))),
+    )
+    .await
+    .assert_problem(409, "failure-not-open");
+    assert!(
+        kafka.records_with_key("k-list-1").is_empty(),
+        "a discarded event is not published"
+    );
+}
+
+#[tokio::test]
+async fn retriable_errors_that_clear_in_time_give_one_record() {
+    let kafka = MockKafka::start();
+    let app = spawn(&kafka, test_settings()).await;
+    warm_up(&app).await;
+    kafka.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        ],
+    );
+
+    let reply = send(app.post_event(TOPIC, "k-flaky", r#"{"n":1}"#)).await;
+
+    assert_eq!(
+        reply.status, 201,
+        "the producer's own retries absorb it: {}",
+        reply.body
+    );
+    assert_eq!(
+        kafka.records_with_key("k-flaky").len(),
+        1,
+        "librdkafka retried, idempotence kept it to one record"
+    );
+}
+
+#[tokio::test]
+async fn permanent_errors_get_the_right_4xx_at_once() {
+    let kafka = MockKafka::start();
+    let app = spawn(&kafka, test_settings()).await;
+    warm_up(&app).await;
+
+    // Above librdkafka's message.max.bytes (1 000 000) but within the gateway's 1 MiB.
+    let big = "x".repeat(1_000_500);
+    let started = Instant::now();
+    let too_large = send(
+        app.client
+            .post(app.url(&format!("/v1/topics/{TOPIC}/events")))
+            .header("Idempotency-Key", "k-big")
+            .header("Content-Type", "text/plain")
+            .body(big),
+    )
+    .await;
+    too_large.assert_problem(413, "message-too-large");
+    assert_eq!(too_large.json()["persistence"], "not_persisted");
+    assert!(
+        too_large.json()["failure_id"].is_null(),
+        "the client's mistake needs no operator"
+    );
+
+    kafka.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let forbidden = send(app.post_event(TOPIC, "k-acl", "{}")).await;
+    forbidden.assert_problem(403, "topic-not-authorized");
+    assert!(
+        forbidden.json()["failure_id"].is_string(),
+        "an ACL problem is kept for an operator"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "permanent errors are not retried until the delivery timeout"
+    );
+    assert!(kafka.records_with_key("k-big").is_empty());
+    assert!(kafka.records_with_key("k-acl").is_empty());
+}
+
+#[tokio::test]
+async fn a_fatal_producer_error_is_healed_and_the_next_requests_succeed() {
+    let kafka = MockKafka::start();
+    let settings = test_settings();
+    let app = Application::build_for(&kafka.brokers(), settings).await;
+    warm_up(&app.app).await;
+
+    app.publisher.inject_fatal_error();
+    // The request that meets the dead producer may fail (with a failure record); the ones
+    // after it go through a fresh producer.
+    let first = send(app.app.post_event(TOPIC, "k-fatal-1", "{}")).await;
+    assert!(matches!(first.status, 201 | 503 | 504), "{}", first.body);
+    for i in 0..5 {
+        let key = format!("k-after-fatal-{i}");
+        let reply = send(app.app.post_event(TOPIC, &key, "{}")).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        assert_eq!(kafka.records_with_key(&key).len(), 1);
+    }
+    let metrics = send(app.app.client.get(app.app.url("/metrics"))).await;
+    assert!(
+        metrics.body.contains("ackgate_producer_rebuilds_total"),
+        "the rebuild is counted"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_record_survives_redis_being_down_via_the_spool() {
+    let kafka = MockKafka::start();
+    let mut redis = OwnRedis::start();
+    let spool = std::env::temp_dir().join(format!("{}.spool", unique("spool")));
+    let settings = Settings {
+        failure_spool_path: spool.clone(),
+        ..short_delivery()
+    };
+    let app = TestApp::spawn(
+        settings,
+        &kafka.brokers(),
+        Backend::Redis { url: redis.url() },
+    )
+    .await;
+    warm_up(&app).await;
+
+    kafka.each_broker(|id| kafka.cluster.broker_down(id).unwrap());
+    let pending = tokio::spawn(send(app.post_event(TOPIC, "k-spool", r#"{"keep":"me"}"#)));
+    // The claim has happened; Redis dies while the delivery is failing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    let reply = pending.await.unwrap();
+    kafka.each_broker(|id| kafka.cluster.broker_up(id).unwrap());
+
+    assert!(matches!(reply.status, 503 | 504), "{}", reply.body);
+    let id = reply.json()["failure_id"]
+        .as_str()
+        .expect("kept")
+        .to_owned();
+    let spooled = std::fs::read_to_string(&spool).expect("the spool file exists");
+    assert!(
+        spooled.contains(&id) && spooled.contains(r#"{\"keep\":\"me\"}"#),
+        "{spooled}"
+    );
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let record = send(app.client.get(app.url(&format!("/v1/failures/{id}")))).await;
+        if record.status == 200 {
+            assert_eq!(record.json()["event"]["value"]["data"], r#"{"keep":"me"}"#);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spool was imported: {}",
+            record.body
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!spool.exists(), "the spool is emptied after the import");
+}
+
+#[tokio::test]
+async fn a_slow_ack_gets_202_and_the_status_shows_the_offset_when_it_lands() {
+    let kafka = MockKafka::start();
+    let settings = Settings {
+        wait_timeout_ms: 500,
+        ..test_settings()
+    };
+    let app = spawn(&kafka, settings).await;
+    warm_up(&app).await;
+    kafka.each_broker(|id| {
+        kafka
+            .cluster
+            .broker_round_trip_time(id, Duration::from_millis(2_500))
+            .unwrap()
+    });
+
+    let reply = send(app.post_event(TOPIC, "k/slow?", r#"{"n":1}"#)).await;
+
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let location = reply.header("location").expect("Location").to_owned();
+    assert_eq!(location, format!("/v1/topics/{TOPIC}/events/k%2Fslow%3F"));
+    assert_eq!(reply.json()["links"]["status"], location.as_str());
+    let retry = send(app.post_event(TOPIC, "k/slow?", r#"{"n":1}"#)).await;
+    assert_eq!(
+        retry.status, 202,
+        "a retry while unsettled gets the same 202"
+    );
+    assert_eq!(retry.body, reply.body);
+    let status = send(app.client.get(app.url(&location))).await.json();
+    assert_eq!(status["state"], "in_flight");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let settled = loop {
+        let status = send(app.client.get(app.url(&location))).await.json();
+        if status["state"] != "in_flight" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the delivery settles");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(settled["state"], "persisted", "{settled}");
+    assert_eq!(settled["answer_status"], 201);
+    kafka.each_broker(|id| {
+        kafka
+            .cluster
+            .broker_round_trip_time(id, Duration::ZERO)
+            .unwrap()
+    });
+    let in_kafka = kafka.records_with_key("k/slow?");
+    assert_eq!(in_kafka.len(), 1);
+    assert_eq!(
+        in_kafka[0].offset,
+        settled["answer"]["offset"].as_i64().unwrap()
+    );
+    send(
+        app.client
+            .get(app.url(&format!("/v1/topics/{TOPIC}/events/never-sent"))),
+    )
+    .await
+    .assert_problem(404, "event-not-found");
+}
+
+/// An app plus a handle on its publisher, for fault injection.
+struct Application {
+    app: TestApp,
+    publisher: std::sync::Arc<ackgate::publisher::Publisher>,
+}
+
+impl Application {
+    async fn build_for(brokers: &str, settings: Settings) -> Application {
+        let (app, publisher) =
+            TestApp::spawn_with_publisher(settings, brokers, Backend::Redis { url: redis_url() })
+                .await;
+        Application { app, publisher }
+    }
+}
