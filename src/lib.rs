@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use crate::failures::{FailureStore, MemoryFailureStore, RedisFailureStore, Spool};
 use crate::http::AppState;
 use crate::idempotency::{IdempotencyStore, Lifetimes, MemoryStore, RedisStore};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{DeadLetters, Pipeline};
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::settings::Settings;
 
@@ -72,6 +72,7 @@ pub struct Application {
     state: AppState,
     tasks: TaskTracker,
     settings: Settings,
+    dead_letter_queue: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 }
 
 impl Application {
@@ -124,6 +125,12 @@ impl Application {
         );
         let tasks = TaskTracker::new();
         let spool = Spool::new(&settings.failure_spool_path);
+        let (dead_letters, dead_letter_queue) = if settings.dead_letter_topics {
+            let (queue, ids) = DeadLetters::new();
+            (Some(queue), Some(ids))
+        } else {
+            (None, None)
+        };
         let pipeline = Pipeline::new(
             store.clone(),
             failures.clone(),
@@ -131,6 +138,7 @@ impl Application {
             publisher.clone(),
             tasks.clone(),
             settings.wait_timeout(),
+            dead_letters,
         );
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -149,6 +157,7 @@ impl Application {
             state,
             tasks,
             settings,
+            dead_letter_queue,
         })
     }
 
@@ -176,6 +185,7 @@ impl Application {
             state,
             tasks,
             settings,
+            dead_letter_queue,
         } = self;
         let publisher = state.publisher.clone();
         self::warn_about_store(&state).await;
@@ -183,6 +193,8 @@ impl Application {
             state.failures.clone(),
             state.spool.clone(),
         ));
+        let mirroring = dead_letter_queue
+            .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<Instant>();
         let server =
             axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
@@ -223,6 +235,9 @@ impl Application {
             tracing::error!(%error, in_flight, "flushing the producer failed");
         }
         maintenance.abort();
+        if let Some(mirroring) = mirroring {
+            mirroring.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -90,6 +90,11 @@ pub struct Settings {
           value_delimiter = ',', value_parser = parse_kafka_property)]
     pub kafka_properties: Vec<(String, String)>,
 
+    /// Copy every failure record's event to the dead-letter topic `<topic>.dlt` (which must
+    /// exist) once Kafka takes it, with headers naming the original topic, error and attempts.
+    #[arg(long, env = "ACKGATE_DEAD_LETTER_TOPICS", default_value_t = false)]
+    pub dead_letter_topics: bool,
+
     /// Let the broker create unknown topics on first use. Off by default: a typo in a topic name
     /// gets a prompt 404 instead of a new topic.
     #[arg(long, env = "ACKGATE_AUTO_CREATE_TOPICS", default_value_t = false)]
@@ -137,6 +142,7 @@ impl Settings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             kafka_properties: Vec::new(),
             auto_create_topics: false,
+            dead_letter_topics: false,
             metadata_refresh_ms: 30_000,
             redis_timeout_ms: 1_000,
             redis_key_prefix: "ackgate".to_owned(),

@@ -27,6 +27,9 @@ impl MockKafka {
         cluster
             .create_topic(TOPIC, PARTITIONS, BROKERS)
             .expect("mock topic");
+        cluster
+            .create_topic(&format!("{TOPIC}.dlt"), 1, BROKERS)
+            .expect("mock dead-letter topic");
         MockKafka { cluster }
     }
 
@@ -451,6 +454,92 @@ async fn a_slow_ack_gets_202_and_the_status_shows_the_offset_when_it_lands() {
     )
     .await
     .assert_problem(404, "event-not-found");
+}
+
+#[tokio::test]
+async fn with_dead_letter_topics_on_a_failed_event_is_copied_to_its_dlt() {
+    let kafka = MockKafka::start();
+    let settings = Settings {
+        dead_letter_topics: true,
+        ..short_delivery()
+    };
+    let app = spawn(&kafka, settings).await;
+    warm_up(&app).await;
+
+    let id = fail_with_brokers_down(&kafka, &app, "k-dlt").await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let copy = loop {
+        let record = send(app.client.get(app.url(&format!("/v1/failures/{id}"))))
+            .await
+            .json();
+        if !record["dead_letter"].is_null() {
+            break record["dead_letter"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the record is mirrored: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(copy["topic"], format!("{TOPIC}.dlt"));
+    let dlt: Vec<Record> = consume_all(&kafka.brokers(), &format!("{TOPIC}.dlt"), 1)
+        .into_iter()
+        .filter(|r| r.header("dlt-failure-id") == Some(id.as_bytes()))
+        .collect();
+    assert_eq!(dlt.len(), 1, "one copy: {dlt:?}");
+    let copied = &dlt[0];
+    assert_eq!(copied.offset, copy["offset"].as_i64().unwrap());
+    assert_eq!(copied.value, br#"{"order":1}"#);
+    assert_eq!(copied.header("idempotency-key"), Some(&b"k-dlt"[..]));
+    assert_eq!(copied.header("dlt-original-topic"), Some(TOPIC.as_bytes()));
+    assert_eq!(
+        copied.header("dlt-error-code"),
+        Some(&b"MessageTimedOut"[..])
+    );
+    assert_eq!(
+        copied.header("dlt-persistence"),
+        Some(&b"not_persisted"[..])
+    );
+    assert!(copied.header("dlt-attempts").is_some() && copied.header("dlt-failed-at").is_some());
+    assert!(
+        kafka.records_with_key("k-dlt").is_empty(),
+        "the original topic still has none"
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_lost_the_producer_state_does_not_wedge_the_gateway() {
+    for error in [
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+    ] {
+        let kafka = MockKafka::start();
+        let app = spawn(&kafka, test_settings()).await;
+        warm_up(&app).await;
+        kafka
+            .cluster
+            .request_errors(RDKafkaApiKey::Produce, &[error]);
+
+        // The request that meets the error may fail, with a failure record; the gateway must
+        // recover (epoch bump or a rebuilt producer) and go on serving.
+        let hit = send(app.post_event(TOPIC, "k-state-lost", "{}")).await;
+        assert!(
+            matches!(hit.status, 201 | 503 | 504),
+            "{error:?}: {}",
+            hit.body
+        );
+        if hit.status != 201 {
+            assert!(hit.json()["failure_id"].is_string(), "{error:?}: kept");
+        }
+        for i in 0..5 {
+            let key = format!("k-after-{i}");
+            let reply = send(app.post_event(TOPIC, &key, "{}")).await;
+            assert_eq!(reply.status, 201, "{error:?}: {}", reply.body);
+            assert_eq!(kafka.records_with_key(&key).len(), 1, "{error:?}");
+        }
+        assert!(kafka.records_with_key("k-state-lost").len() <= 1);
+    }
 }
 
 /// An app plus a handle on its publisher, for fault injection.

@@ -198,6 +198,18 @@ pub struct FailureRecord {
     pub updated_at: String,
     /// Set once the record is resolved or discarded.
     pub resolution: Option<Resolution>,
+    /// Where the copy in the dead-letter topic is, once mirrored (`--dead-letter-topics`).
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// The copy of a failed event in its dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetter {
+    /// `<topic>.dlt`.
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// Which records to list.

@@ -15,7 +15,10 @@
 //!    `wait_timeout` without one is answered `202 Accepted`; the task records the outcome when
 //!    it arrives, for `GET /v1/topics/{topic}/events/{key}`.
 
+mod dead_letter;
 mod operator;
+
+pub use self::dead_letter::DeadLetters;
 
 pub use self::operator::{OperatorError, RetryOutcome};
 
@@ -85,6 +88,8 @@ pub struct Pipeline {
     publisher: Arc<Publisher>,
     tasks: TaskTracker,
     wait_timeout: Duration,
+    /// Set when failure records are mirrored to dead-letter topics.
+    dead_letters: Option<DeadLetters>,
 }
 
 impl Pipeline {
@@ -95,6 +100,7 @@ impl Pipeline {
         publisher: Arc<Publisher>,
         tasks: TaskTracker,
         wait_timeout: Duration,
+        dead_letters: Option<DeadLetters>,
     ) -> Self {
         Pipeline {
             store,
@@ -103,6 +109,7 @@ impl Pipeline {
             publisher,
             tasks,
             wait_timeout,
+            dead_letters,
         }
     }
 
@@ -381,6 +388,9 @@ impl Pipeline {
         metrics::counter!("ackgate_failure_records_created_total",
             "topic" => record.event.topic.clone(), "code" => record.error.code.clone())
         .increment(1);
+        if let Some(dead_letters) = &self.dead_letters {
+            dead_letters.enqueue(&record.id);
+        }
         let Err(error) = self.failures.insert(record).await else {
             return true;
         };
@@ -465,6 +475,7 @@ fn failure_record(
         attempts: attempt,
         updated_at: now_rfc3339(),
         resolution: None,
+        dead_letter: None,
     }
 }
 
