@@ -8,81 +8,16 @@ use std::time::Duration;
 
 use ackgate::Backend;
 use ackgate::settings::Settings;
+use common::mock::MockKafka;
 use common::*;
-use rdkafka::mocking::MockCluster;
 
-const BROKERS: i32 = 3;
-const PARTITIONS: i32 = 3;
 const TOPIC: &str = "faults";
-
-struct MockKafka {
-    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-}
-
-impl MockKafka {
-    fn start() -> MockKafka {
-        let cluster = MockCluster::new(BROKERS).expect("mock cluster");
-        cluster
-            .create_topic(TOPIC, PARTITIONS, BROKERS)
-            .expect("mock topic");
-        MockKafka { cluster }
-    }
-
-    fn brokers(&self) -> String {
-        self.cluster.bootstrap_servers()
-    }
-
-    fn set_rtt(&self, rtt: Duration) {
-        for id in 1..=BROKERS {
-            self.cluster.broker_round_trip_time(id, rtt).unwrap();
-        }
-    }
-
-    fn all_down(&self) {
-        for id in 1..=BROKERS {
-            self.cluster.broker_down(id).unwrap();
-        }
-    }
-
-    fn all_up(&self) {
-        for id in 1..=BROKERS {
-            self.cluster.broker_up(id).unwrap();
-        }
-    }
-
-    fn records(&self) -> Vec<Record> {
-        consume_all(&self.brokers(), TOPIC, PARTITIONS)
-    }
-}
-
-async fn spawn(kafka: &MockKafka, settings: Settings) -> TestApp {
-    TestApp::spawn(
-        settings,
-        &kafka.brokers(),
-        Backend::Redis { url: redis_url() },
-    )
-    .await
-}
-
-/// Publishes events with many record keys, so that metadata is cached, the producer has its id
-/// and a connection to every partition leader: later timings then measure only the produce.
-async fn warm_up(app: &TestApp) {
-    let requests = (0..30).map(|i| {
-        send(
-            app.post_event(TOPIC, &unique("warm-up"), "{}")
-                .header("Kafka-Key", format!("warm-{i}")),
-        )
-    });
-    for reply in futures::future::join_all(requests).await {
-        assert_eq!(reply.status, 201, "warm-up: {}", reply.body);
-    }
-}
 
 #[tokio::test]
 async fn a_retry_while_the_first_request_is_in_flight_gets_409() {
-    let kafka = MockKafka::start();
-    let app = spawn(&kafka, test_settings()).await;
-    warm_up(&app).await;
+    let kafka = MockKafka::start(TOPIC);
+    let app = kafka.spawn(test_settings()).await;
+    kafka.warm_up(&app).await;
     kafka.set_rtt(Duration::from_millis(1500));
 
     let first = tokio::spawn(send(app.post_event(TOPIC, "k-slow", r#"{"n":1}"#)));
@@ -107,9 +42,9 @@ async fn a_retry_while_the_first_request_is_in_flight_gets_409() {
 
 #[tokio::test]
 async fn a_client_that_hangs_up_does_not_orphan_its_key() {
-    let kafka = MockKafka::start();
-    let app = spawn(&kafka, test_settings()).await;
-    warm_up(&app).await;
+    let kafka = MockKafka::start(TOPIC);
+    let app = kafka.spawn(test_settings()).await;
+    kafka.warm_up(&app).await;
     kafka.set_rtt(Duration::from_millis(1500));
 
     let impatient = reqwest::Client::builder()
@@ -152,13 +87,13 @@ async fn a_client_that_hangs_up_does_not_orphan_its_key() {
 
 #[tokio::test]
 async fn with_all_brokers_down_the_event_is_kept_and_a_retry_publishes_it_once() {
-    let kafka = MockKafka::start();
+    let kafka = MockKafka::start(TOPIC);
     let settings = Settings {
         delivery_timeout_ms: 2_000,
         ..test_settings()
     };
-    let app = spawn(&kafka, settings).await;
-    warm_up(&app).await;
+    let app = kafka.spawn(settings).await;
+    kafka.warm_up(&app).await;
     kafka.all_down();
 
     let reply = send(
@@ -218,13 +153,13 @@ async fn with_all_brokers_down_the_event_is_kept_and_a_retry_publishes_it_once()
 
 #[tokio::test]
 async fn an_ambiguous_timeout_pins_the_key_so_a_retry_cannot_duplicate() {
-    let kafka = MockKafka::start();
+    let kafka = MockKafka::start(TOPIC);
     let settings = Settings {
         delivery_timeout_ms: 1_000,
         ..test_settings()
     };
-    let app = spawn(&kafka, settings).await;
-    warm_up(&app).await;
+    let app = kafka.spawn(settings).await;
+    kafka.warm_up(&app).await;
     // The broker writes the record but answers after the delivery timeout.
     kafka.set_rtt(Duration::from_millis(2_500));
 
@@ -253,9 +188,9 @@ async fn an_ambiguous_timeout_pins_the_key_so_a_retry_cannot_duplicate() {
 
 #[tokio::test]
 async fn shutdown_answers_in_flight_requests_from_their_delivery_reports() {
-    let kafka = MockKafka::start();
-    let mut app = spawn(&kafka, test_settings()).await;
-    warm_up(&app).await;
+    let kafka = MockKafka::start(TOPIC);
+    let mut app = kafka.spawn(test_settings()).await;
+    kafka.warm_up(&app).await;
     kafka.set_rtt(Duration::from_millis(1_000));
 
     let in_flight = tokio::spawn(send(app.post_event(TOPIC, "k-drain", r#"{"n":1}"#)));
@@ -282,7 +217,7 @@ async fn shutdown_answers_in_flight_requests_from_their_delivery_reports() {
 
 #[tokio::test]
 async fn the_in_memory_backend_of_ackgate_dev_keeps_the_same_contract() {
-    let kafka = MockKafka::start();
+    let kafka = MockKafka::start(TOPIC);
     let app = TestApp::spawn(test_settings(), &kafka.brokers(), Backend::Memory).await;
 
     let first = send(app.post_event(TOPIC, "k-mem", r#"{"n":1}"#)).await;

@@ -220,6 +220,24 @@ async fn bodies_over_the_limit_get_413_and_at_the_limit_are_published() {
 
     let over = send(text("k-over", &over_limit)).await;
     over.assert_problem(413, "payload-too-large");
+    // A client that writes its whole (large) body before reading gets the 413, not a reset.
+    for i in 0..5 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let body = vec![b'a'; 4 * 1024 * 1024];
+        let head = format!(
+            "POST /v1/topics/{topic}/events HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k-huge-{i}\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(&body)
+            .await
+            .expect("the gateway reads the body it refuses instead of resetting");
+        let mut response = vec![0; 12];
+        conn.read_exact(&mut response).await.unwrap();
+        assert_eq!(&response, b"HTTP/1.1 413");
+    }
     // Without Content-Length (chunked), the limit still holds while reading.
     let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(over_limit.clone())]);
     let chunked = send(

@@ -8,67 +8,12 @@ use std::time::{Duration, Instant};
 
 use ackgate::Backend;
 use ackgate::settings::Settings;
+use common::mock::MockKafka;
 use common::*;
-use rdkafka::mocking::MockCluster;
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
 
-const BROKERS: i32 = 3;
-const PARTITIONS: i32 = 3;
 const TOPIC: &str = "ops";
-
-struct MockKafka {
-    cluster: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-}
-
-impl MockKafka {
-    fn start() -> MockKafka {
-        let cluster = MockCluster::new(BROKERS).expect("mock cluster");
-        cluster
-            .create_topic(TOPIC, PARTITIONS, BROKERS)
-            .expect("mock topic");
-        cluster
-            .create_topic(&format!("{TOPIC}.dlt"), 1, BROKERS)
-            .expect("mock dead-letter topic");
-        MockKafka { cluster }
-    }
-
-    fn brokers(&self) -> String {
-        self.cluster.bootstrap_servers()
-    }
-
-    fn each_broker(&self, f: impl Fn(i32)) {
-        (1..=BROKERS).for_each(f);
-    }
-
-    fn records_with_key(&self, key: &str) -> Vec<Record> {
-        consume_all(&self.brokers(), TOPIC, PARTITIONS)
-            .into_iter()
-            .filter(|r| r.header("idempotency-key") == Some(key.as_bytes()))
-            .collect()
-    }
-}
-
-async fn spawn(kafka: &MockKafka, settings: Settings) -> TestApp {
-    TestApp::spawn(
-        settings,
-        &kafka.brokers(),
-        Backend::Redis { url: redis_url() },
-    )
-    .await
-}
-
-async fn warm_up(app: &TestApp) {
-    let requests = (0..30).map(|i| {
-        send(
-            app.post_event(TOPIC, &unique("warm-up"), "{}")
-                .header("Kafka-Key", format!("warm-{i}")),
-        )
-    });
-    for reply in futures::future::join_all(requests).await {
-        assert_eq!(reply.status, 201, "warm-up: {}", reply.body);
-    }
-}
 
 fn short_delivery() -> Settings {
     Settings {
@@ -79,31 +24,12 @@ fn short_delivery() -> Settings {
     }
 }
 
-/// Waits until the producer has reconnected to every partition leader after brokers came
-/// back (librdkafka backs off between reconnects, up to `reconnect.backoff.max.ms`).
-async fn wait_until_publishing(app: &TestApp) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let probes = (0..30).map(|i| {
-            send(
-                app.post_event(TOPIC, &unique("probe"), "{}")
-                    .header("Kafka-Key", format!("probe-{i}")),
-            )
-        });
-        let replies = futures::future::join_all(probes).await;
-        if replies.iter().all(|r| r.status == 201) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the producer reconnects");
-    }
-}
-
 /// Publishes with every broker down; returns the failure id of the answer.
 async fn fail_with_brokers_down(kafka: &MockKafka, app: &TestApp, key: &str) -> String {
-    kafka.each_broker(|id| kafka.cluster.broker_down(id).unwrap());
+    kafka.all_down();
     let reply = send(app.post_event(TOPIC, key, r#"{"order":1}"#)).await;
-    kafka.each_broker(|id| kafka.cluster.broker_up(id).unwrap());
-    wait_until_publishing(app).await;
+    kafka.all_up();
+    kafka.wait_until_publishing(app).await;
     assert!(matches!(reply.status, 503 | 504), "{}", reply.body);
     assert_eq!(reply.json()["persistence"], "not_persisted");
     reply.json()["failure_id"]
@@ -114,9 +40,9 @@ async fn fail_with_brokers_down(kafka: &MockKafka, app: &TestApp, key: &str) -> 
 
 #[tokio::test]
 async fn an_operator_retry_publishes_a_kept_event_exactly_once() {
-    let kafka = MockKafka::start();
-    let app = spawn(&kafka, short_delivery()).await;
-    warm_up(&app).await;
+    let kafka = MockKafka::start(TOPIC);
+    let app = kafka.spawn(short_delivery()).await;
+    kafka.warm_up(&app).await;
     let id = fail_with_brokers_down(&kafka, &app, "k-retry").await;
 
     // Two operators press "retry" at the same moment.
@@ -167,9 +93,9 @@ async fn an_operator_retry_publishes_a_kept_event_exactly_once() {
 
 #[tokio::test]
 async fn failure_records_are_listed_by_topic_and_state_and_can_be_discarded() {
-    let kafka = MockKafka::start();
-    let app = spawn(&kafka, short_delivery()).await;
-    warm_up(&app).await;
+    let kafka = MockKafka::start(TOPIC);
+    let app = kafka.spawn(short_delivery()).await;
+    kafka.warm_up(&app).await;
     let first = fail_with_brokers_down(&kafka, &app, "k-list-1").await;
     let second = fail_with_brokers_down(&kafka, &app, "k-list-2").await;
     let list = |query: &str| send(app.client.get(app.url(&format!("/v1/failures?{query}"))));
@@ -247,9 +173,9 @@ async fn failure_records_are_listed_by_topic_and_state_and_can_be_discarded() {
 
 #[tokio::test]
 async fn retriable_errors_that_clear_in_time_give_one_record() {
-    let kafka = MockKafka::start();
-    let app = spawn(&kafka, test_settings()).await;
-    warm_up(&app).await;
+    let kafka = MockKafka::start(TOPIC);
+    let app = kafka.spawn(test_settings()).await;
+    kafka.warm_up(&app).await;
     kafka.cluster.request_errors(
         RDKafkaApiKey::Produce,
         &[
@@ -275,9 +201,9 @@ async fn retriable_errors_that_clear_in_time_give_one_record() {
 
 #[tokio::test]
 async fn permanent_errors_get_the_right_4xx_at_once() {
-    let kafka = MockKafka::start();
-    let app = spawn(&kafka, test_settings()).await;
-    warm_up(&app).await;
+    let kafka = MockKafka::start(TOPIC);
+    let app = kafka.spawn(test_settings()).await;
+    kafka.warm_up(&app).await;
 
     // Above librdkafka's message.max.bytes (1 000 000) but within the gateway's 1 MiB.
     let big = "x".repeat(1_000_500);
@@ -317,10 +243,10 @@ async fn permanent_errors_get_the_right_4xx_at_once() {
 
 #[tokio::test]
 async fn a_fatal_producer_error_is_healed_and_the_next_requests_succeed() {
-    let kafka = MockKafka::start();
+    let kafka = MockKafka::start(TOPIC);
     let settings = test_settings();
     let app = Application::build_for(&kafka.brokers(), settings).await;
-    warm_up(&app.app).await;
+    kafka.warm_up(&app.app).await;
 
     app.publisher.inject_fatal_error();
     // The request that meets the dead producer may fail (with a failure record); the ones
@@ -342,7 +268,7 @@ async fn a_fatal_producer_error_is_healed_and_the_next_requests_succeed() {
 
 #[tokio::test]
 async fn a_failure_record_survives_redis_being_down_via_the_spool() {
-    let kafka = MockKafka::start();
+    let kafka = MockKafka::start(TOPIC);
     let mut redis = OwnRedis::start();
     let spool = std::env::temp_dir().join(format!("{}.spool", unique("spool")));
     let settings = Settings {
@@ -355,15 +281,15 @@ async fn a_failure_record_survives_redis_being_down_via_the_spool() {
         Backend::Redis { url: redis.url() },
     )
     .await;
-    warm_up(&app).await;
+    kafka.warm_up(&app).await;
 
-    kafka.each_broker(|id| kafka.cluster.broker_down(id).unwrap());
+    kafka.all_down();
     let pending = tokio::spawn(send(app.post_event(TOPIC, "k-spool", r#"{"keep":"me"}"#)));
     // The claim has happened; Redis dies while the delivery is failing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.kill();
     let reply = pending.await.unwrap();
-    kafka.each_broker(|id| kafka.cluster.broker_up(id).unwrap());
+    kafka.all_up();
 
     assert!(matches!(reply.status, 503 | 504), "{}", reply.body);
     let id = reply.json()["failure_id"]
@@ -396,19 +322,14 @@ async fn a_failure_record_survives_redis_being_down_via_the_spool() {
 
 #[tokio::test]
 async fn a_slow_ack_gets_202_and_the_status_shows_the_offset_when_it_lands() {
-    let kafka = MockKafka::start();
+    let kafka = MockKafka::start(TOPIC);
     let settings = Settings {
         wait_timeout_ms: 500,
         ..test_settings()
     };
-    let app = spawn(&kafka, settings).await;
-    warm_up(&app).await;
-    kafka.each_broker(|id| {
-        kafka
-            .cluster
-            .broker_round_trip_time(id, Duration::from_millis(2_500))
-            .unwrap()
-    });
+    let app = kafka.spawn(settings).await;
+    kafka.warm_up(&app).await;
+    kafka.set_rtt(Duration::from_millis(2_500));
 
     let reply = send(app.post_event(TOPIC, "k/slow?", r#"{"n":1}"#)).await;
 
@@ -436,12 +357,7 @@ async fn a_slow_ack_gets_202_and_the_status_shows_the_offset_when_it_lands() {
     };
     assert_eq!(settled["state"], "persisted", "{settled}");
     assert_eq!(settled["answer_status"], 201);
-    kafka.each_broker(|id| {
-        kafka
-            .cluster
-            .broker_round_trip_time(id, Duration::ZERO)
-            .unwrap()
-    });
+    kafka.set_rtt(Duration::ZERO);
     let in_kafka = kafka.records_with_key("k/slow?");
     assert_eq!(in_kafka.len(), 1);
     assert_eq!(
@@ -458,13 +374,13 @@ async fn a_slow_ack_gets_202_and_the_status_shows_the_offset_when_it_lands() {
 
 #[tokio::test]
 async fn with_dead_letter_topics_on_a_failed_event_is_copied_to_its_dlt() {
-    let kafka = MockKafka::start();
+    let kafka = MockKafka::start(TOPIC);
     let settings = Settings {
         dead_letter_topics: true,
         ..short_delivery()
     };
-    let app = spawn(&kafka, settings).await;
-    warm_up(&app).await;
+    let app = kafka.spawn(settings).await;
+    kafka.warm_up(&app).await;
 
     let id = fail_with_brokers_down(&kafka, &app, "k-dlt").await;
 
@@ -514,9 +430,9 @@ async fn a_broker_that_lost_the_producer_state_does_not_wedge_the_gateway() {
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID,
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
     ] {
-        let kafka = MockKafka::start();
-        let app = spawn(&kafka, test_settings()).await;
-        warm_up(&app).await;
+        let kafka = MockKafka::start(TOPIC);
+        let app = kafka.spawn(test_settings()).await;
+        kafka.warm_up(&app).await;
         kafka
             .cluster
             .request_errors(RDKafkaApiKey::Produce, &[error]);

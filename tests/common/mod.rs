@@ -5,6 +5,8 @@
 //! `ACKGATE_TEST_KAFKA_BROKERS`, `ACKGATE_TEST_REDIS_URL`, `ACKGATE_TEST_REDIS_SERVER`.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod mock;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
