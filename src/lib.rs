@@ -14,6 +14,7 @@
 //!   of every Kafka outcome.
 //! - [`failures`]: failure records, the events Kafka did not acknowledge, kept for an operator.
 //! - [`event`] and [`contract`]: the domain types parsed at the edge, and the response bodies.
+//! - [`server`]: the accept loop with connection caps and header timeouts, and draining.
 //! - [`settings`], [`telemetry`], [`dev`]: configuration, logs and metrics, and the
 //!   self-contained `ackgate dev` mode.
 //!
@@ -28,6 +29,7 @@ pub mod http;
 pub mod idempotency;
 pub mod pipeline;
 pub mod publisher;
+pub mod server;
 pub mod settings;
 pub mod telemetry;
 
@@ -151,6 +153,8 @@ impl Application {
             publisher,
             metrics: telemetry::metrics_handle(),
             max_body_bytes: settings.max_body_bytes,
+            body_read_timeout: settings.body_read_timeout(),
+            max_in_flight: settings.max_in_flight,
         };
         Ok(Application {
             listener,
@@ -195,34 +199,34 @@ impl Application {
         ));
         let mirroring = dead_letter_queue
             .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
-        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<Instant>();
-        let server =
-            axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutdown requested; draining in-flight requests");
-                let _ = signalled_tx.send(Instant::now());
-            });
         let grace = settings.shutdown_grace();
-        let deadline = async move {
-            match signalled_rx.await {
-                Ok(at) => tokio::time::sleep_until((at + grace).into()).await,
-                Err(_) => std::future::pending().await,
+        let signalled = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let signal = {
+            let signalled = signalled.clone();
+            async move {
+                shutdown.await;
+                let _ = signalled.set(Instant::now());
             }
         };
-        let started_drain = Instant::now();
-        tokio::select! {
-            result = server => result.context("the HTTP server failed")?,
-            () = deadline => tracing::warn!(
+        let limits = server::ConnectionLimits {
+            max_connections: settings.max_connections,
+            header_read_timeout: settings.header_read_timeout(),
+            max_header_bytes: settings.max_header_bytes,
+        };
+        let drained = server::serve(listener, http::router(state), limits, signal, grace).await;
+        if !drained {
+            tracing::warn!(
                 grace_ms = settings.shutdown_grace_ms,
                 "grace period over with requests still open; closing them"
-            ),
+            );
         }
 
         // Delivery tasks outlive their requests: wait for their reports even when the client
         // has gone, so that every outcome is recorded.
         tasks.close();
+        let since_signal = signalled.get().map_or(Duration::ZERO, Instant::elapsed);
         let remaining = grace
-            .saturating_sub(started_drain.elapsed())
+            .saturating_sub(since_signal)
             .max(Duration::from_secs(1));
         if tokio::time::timeout(remaining, tasks.wait()).await.is_err() {
             tracing::warn!(

@@ -116,6 +116,34 @@ pub struct Settings {
           value_parser = parse_key_prefix)]
     pub redis_key_prefix: String,
 
+    /// Most connections open at once; more wait in the kernel's accept backlog. Each idle
+    /// connection costs a few KiB.
+    #[arg(long, env = "ACKGATE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
+
+    /// Most event requests in progress at once; past it, new ones get 503 `overloaded` with
+    /// `Retry-After` at once. Bounds memory: each holds its body (up to --max-body-bytes) until
+    /// Kafka answers, so the worst case is this × the body limit (2048 × 1 MiB = 2 GiB).
+    #[arg(long, env = "ACKGATE_MAX_IN_FLIGHT", default_value_t = 2_048,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_in_flight: usize,
+
+    /// How long a client may take to send its request line and headers (slowloris guard).
+    #[arg(long, env = "ACKGATE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_read_timeout_ms: u64,
+
+    /// How long a client may take to send its request body; slower bodies get 408.
+    #[arg(long, env = "ACKGATE_BODY_READ_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub body_read_timeout_ms: u64,
+
+    /// Largest request head (request line and headers) in bytes; larger ones are refused.
+    #[arg(long, env = "ACKGATE_MAX_HEADER_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8_192..=1_048_576))]
+    pub max_header_bytes: usize,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the producer is
     /// flushed and the process exits.
     #[arg(long, env = "ACKGATE_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
@@ -147,6 +175,11 @@ impl Settings {
             redis_timeout_ms: 1_000,
             redis_key_prefix: "ackgate".to_owned(),
             shutdown_grace_ms: 30_000,
+            max_connections: 10_000,
+            max_in_flight: 2_048,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_header_bytes: 64 * 1024,
             log_format: LogFormat::Text,
             log_filter: "info".to_owned(),
         }
@@ -192,6 +225,14 @@ impl Settings {
 
     pub fn metadata_refresh(&self) -> Duration {
         Duration::from_millis(self.metadata_refresh_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -251,6 +292,48 @@ mod tests {
             parse_kafka_property("sasl.password=a=b").unwrap(),
             ("sasl.password".to_owned(), "a=b".to_owned())
         );
+    }
+
+    #[test]
+    fn every_flag_parses_into_its_field() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        // Catches a value parser whose type differs from its field (clap panics at runtime).
+        let cli = Cli::try_parse_from([
+            "ackgate",
+            "--listen=127.0.0.1:1",
+            "--delivery-timeout-ms=2000",
+            "--wait-timeout-ms=1000",
+            "--failure-spool-path=/tmp/x.spool",
+            "--idempotency-ttl-secs=600",
+            "--max-body-bytes=10",
+            "--kafka-property=linger.ms=1",
+            "--dead-letter-topics",
+            "--auto-create-topics",
+            "--metadata-refresh-ms=100",
+            "--redis-timeout-ms=10",
+            "--redis-key-prefix=p",
+            "--max-connections=3",
+            "--max-in-flight=4",
+            "--header-read-timeout-ms=100",
+            "--body-read-timeout-ms=100",
+            "--max-header-bytes=8192",
+            "--shutdown-grace-ms=1",
+            "--log-format=json",
+            "--log-filter=debug",
+        ])
+        .expect("parses");
+        let s = cli.settings;
+        assert_eq!(
+            (s.max_connections, s.max_in_flight, s.max_header_bytes, s.max_body_bytes),
+            (3, 4, 8192, 10)
+        );
+        assert!(s.dead_letter_topics && s.auto_create_topics);
+        assert_eq!(s.kafka_properties, vec![("linger.ms".into(), "1".into())]);
     }
 
     #[test]

@@ -73,6 +73,10 @@ fn describe() {
         "Failed deliveries by librdkafka error code"
     );
     describe_counter!(
+        "ackgate_requests_shed_total",
+        "Event requests refused with 503 because --max-in-flight were in progress"
+    );
+    describe_counter!(
         "ackgate_dedupe_outcomes_total",
         "Idempotency claims by outcome: claimed, takeover, replayed, conflict, mismatch, store_unavailable"
     );

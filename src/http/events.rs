@@ -47,7 +47,9 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
         ("topic" = String, Path, description = "Kafka topic: 1-249 characters of [a-zA-Z0-9._-]. It must exist."),
         ("Idempotency-Key" = String, Header, description = "Required. 1-255 visible ASCII characters; the bare form or an RFC 8941 string (\"…\"). One key names one event: the same key with a different topic, key, headers or body is refused with 422."),
         ("Kafka-Key" = Option<String>, Header, description = "The record key (decides the partition)."),
-        ("Kafka-Header-{name}" = Option<String>, Header, description = "Becomes record header `{name}` (lower-cased, as HTTP header names are case-insensitive). `idempotency-key` and `content-type` are reserved."),
+        // OpenAPI has no templated header names, and `{`/`}` may not appear in an HTTP header
+        // name: one concrete example stands for the whole `Kafka-Header-<name>` family.
+        ("Kafka-Header-Trace-Id" = Option<String>, Header, description = "An example of the `Kafka-Header-<name>` family: every request header `Kafka-Header-<name>` becomes record header `<name>` (lower-cased, as HTTP header names are case-insensitive), so this one becomes `trace-id`. `idempotency-key` and `content-type` are reserved."),
         ("Content-Type" = Option<String>, Header, description = "Copied to the record header `content-type`. A JSON type (application/json, */*+json) requires a body that parses as JSON."),
     ),
     request_body(content = String, description = "The record value, forwarded byte for byte.",
@@ -58,6 +60,7 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
         (status = 400, description = "Invalid topic name, Idempotency-Key, header or JSON body. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The gateway may not write to this topic; a failure record keeps the event.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The topic does not exist. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within the body read timeout. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this key is in progress; retry after `Retry-After` seconds. Nothing was published.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body exceeds the size limit, or Kafka refused the record as too large.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The key was used before with a different event (`idempotency-key-reused`), or Kafka rejected the record (`record-rejected`).", body = Problem, content_type = "application/problem+json"),
@@ -74,7 +77,14 @@ pub(crate) async fn publish_event(
     let span = tracing::Span::current();
     let Path(topic) = topic
         .map_err(|_| ApiError::new(ProblemCode::InvalidTopic, "The topic is not valid UTF-8."))?;
-    let event = parse_event(&topic, &headers, body, state.max_body_bytes).await;
+    let event = parse_event(
+        &topic,
+        &headers,
+        body,
+        state.max_body_bytes,
+        state.body_read_timeout,
+    )
+    .await;
     let event = match event {
         Ok(event) => event,
         Err(error) => {
@@ -259,6 +269,7 @@ async fn parse_event(
     headers: &HeaderMap,
     body: Body,
     max_body_bytes: usize,
+    body_read_timeout: std::time::Duration,
 ) -> Result<Event, ApiError> {
     let topic = TopicName::parse(topic).map_err(|why| {
         ApiError::new(ProblemCode::InvalidTopic, format!("Invalid topic: {why}."))
@@ -280,7 +291,7 @@ async fn parse_event(
                 .to_owned(),
         ),
     };
-    let value = read_body(headers, body, max_body_bytes).await?;
+    let value = read_body(headers, body, max_body_bytes, body_read_timeout).await?;
     if content_type.as_deref().is_some_and(is_json) {
         // serde_json refuses nesting deeper than 128 levels, so hostile input cannot exhaust
         // the stack.
@@ -364,7 +375,13 @@ fn record_headers(headers: &HeaderMap) -> Result<Vec<(String, Bytes)>, ApiError>
 /// instead of the 413; past this much, the connection is closed anyway.
 const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -374,7 +391,15 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         BytesMut::with_capacity(declared.map_or(0, |len| len.min(limit as u64)) as usize);
     let mut seen: u64 = 0;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let Ok(next) = next else {
+            return Err(ApiError::new(
+                ProblemCode::BodyTimeout,
+                format!("The body did not arrive within {} ms.", timeout.as_millis()),
+            ));
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|error| {
             tracing::debug!(%error, "could not read the request body");
             ApiError::new(

@@ -144,6 +144,7 @@ pub(crate) async fn get_failure(
     request_body(content = Option<RetryRequest>, content_type = "application/json"),
     responses(
         (status = 200, description = "Published: the record is resolved", body = FailureRecord),
+        (status = 400, description = "The body is not empty and not a valid `RetryRequest`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The record is not open (already retrying, resolved or discarded), or its key is in flight", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Kafka refused again (the record is open again), or a store is unavailable", body = Problem, content_type = "application/problem+json"),

@@ -11,13 +11,15 @@ mod health;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{BoxError, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -44,6 +46,9 @@ pub struct AppState {
     pub publisher: Arc<Publisher>,
     pub metrics: PrometheusHandle,
     pub max_body_bytes: usize,
+    pub body_read_timeout: std::time::Duration,
+    /// Most event requests in progress at once.
+    pub max_in_flight: usize,
 }
 
 /// The OpenAPI document, generated from the handlers and types.
@@ -91,8 +96,25 @@ pub struct ApiDoc;
 
 /// The whole application as a router, so tests can drive it without a socket.
 pub fn router(state: AppState) -> Router {
+    // Past the cap, shed at once rather than queue: a queued request holds its body in memory
+    // and would likely time out anyway.
+    let in_flight_cap = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async {
+            metrics::counter!("ackgate_requests_shed_total").increment(1);
+            ApiError::new(
+                ProblemCode::Overloaded,
+                "The gateway has as many requests in progress as it accepts. Nothing was \
+                 published; retry with the same Idempotency-Key.",
+            )
+            .retry_after(std::time::Duration::from_secs(1))
+        }))
+        .load_shed()
+        .concurrency_limit(state.max_in_flight);
     let api = Router::new()
-        .route("/v1/topics/{topic}/events", post(events::publish_event))
+        .route(
+            "/v1/topics/{topic}/events",
+            post(events::publish_event).layer(in_flight_cap),
+        )
         .route(
             "/v1/topics/{topic}/events/{idempotency_key}",
             get(events::event_status),
