@@ -78,6 +78,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test --locked${*:+ $*}"
 cargo test --locked "$@"
 
+step "chaos: kill -9, restarts and outages under load, then ackgate audit"
+cargo test --locked --test chaos -- --ignored --nocapture
+
 # The gateway binary cargo test just built, for the checks that run it as a user would.
 export ACKGATE_BIN="$REPO/target/debug/ackgate"
 

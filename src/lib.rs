@@ -17,10 +17,12 @@
 //! - [`server`]: the accept loop with connection caps and header timeouts, and draining.
 //! - [`settings`], [`telemetry`], [`dev`]: configuration, logs and metrics, and the
 //!   self-contained `ackgate dev` mode.
+//! - [`audit`]: `ackgate audit`, which reads a topic back and checks it against the answers.
 //!
 //! [`Application::build`] wires them together and binds the listener; [`Application::run_until`]
 //! serves until a shutdown signal, then drains and flushes.
 
+pub mod audit;
 pub mod contract;
 pub mod dev;
 pub mod event;

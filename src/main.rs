@@ -27,6 +27,12 @@ enum Command {
     Dev(DevArgs),
     /// Print the OpenAPI document (JSON).
     Openapi,
+    /// Read a topic back and check it against the gateway's answers.
+    ///
+    /// Reports keys written more than once, records without the `idempotency-key` header and,
+    /// with --acks, acknowledged events missing from the topic or not at the partition/offset
+    /// their answer named. Exit status: 0 clean, 1 problems found, 2 usage or connection error.
+    Audit(ackgate::audit::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +62,16 @@ async fn main() -> ExitCode {
         Command::Openapi => {
             println!("{}", openapi_json());
             Ok(())
+        }
+        Command::Audit(args) => {
+            return match ackgate::audit::run(args).await {
+                Ok(ackgate::audit::AuditVerdict::Clean) => ExitCode::SUCCESS,
+                Ok(ackgate::audit::AuditVerdict::ProblemsFound) => ExitCode::from(1),
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(2)
+                }
+            };
         }
         Command::Serve(args) => serve(args).await,
         Command::Dev(args) => {

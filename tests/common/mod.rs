@@ -323,14 +323,44 @@ pub fn consume_until(
 pub struct OwnRedis {
     pub port: u16,
     child: Option<Child>,
+    /// With append-only persistence in this directory (as docker-compose runs Redis).
+    aof_dir: Option<std::path::PathBuf>,
 }
 
 impl OwnRedis {
     pub fn start() -> OwnRedis {
         let port = free_port();
-        let mut redis = OwnRedis { port, child: None };
+        let mut redis = OwnRedis {
+            port,
+            child: None,
+            aof_dir: None,
+        };
         redis.restart();
         redis
+    }
+
+    /// A Redis that keeps its data in an append-only file across restarts.
+    pub fn start_with_aof() -> OwnRedis {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("redis-aof"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = OwnRedis {
+            port,
+            child: None,
+            aof_dir: Some(dir),
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Stops Redis the way an orchestrator does (SIGTERM: it finishes writing its AOF).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
     }
 
     pub fn url(&self) -> String {
@@ -342,7 +372,18 @@ impl OwnRedis {
             .unwrap_or_else(|_| "redis-server".to_owned());
         let child = Command::new(server)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(match &self.aof_dir {
+                Some(dir) => vec![
+                    "--appendonly".to_owned(),
+                    "yes".to_owned(),
+                    "--appendfsync".to_owned(),
+                    "everysec".to_owned(),
+                    "--dir".to_owned(),
+                    dir.display().to_string(),
+                ],
+                None => vec!["--appendonly".to_owned(), "no".to_owned()],
+            })
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
