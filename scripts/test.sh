@@ -87,6 +87,9 @@ export ACKGATE_BIN="$REPO/target/debug/ackgate"
 step "k6: smoke.js and duplicates.js against ackgate dev"
 bash scripts/k6.sh ci
 
+step "schemathesis: the running gateway against its own OpenAPI document"
+bash scripts/schemathesis.sh
+
 step "browser: the /docs UI in headless Chromium"
 bash scripts/browser-test.sh
 

@@ -118,6 +118,8 @@ impl Application {
                 auto_create_topics: settings.auto_create_topics,
                 metadata_refresh: settings.metadata_refresh(),
                 properties: settings.kafka_properties.clone(),
+                // The body plus room for the key, headers and record framing.
+                max_message_bytes: settings.max_body_bytes + settings.max_header_bytes + 1024,
             })
             .map_err(|error| match error {
                 // The message names the property; the value is left out, it may be a secret.

@@ -329,7 +329,12 @@ mod tests {
         .expect("parses");
         let s = cli.settings;
         assert_eq!(
-            (s.max_connections, s.max_in_flight, s.max_header_bytes, s.max_body_bytes),
+            (
+                s.max_connections,
+                s.max_in_flight,
+                s.max_header_bytes,
+                s.max_body_bytes
+            ),
             (3, 4, 8192, 10)
         );
         assert!(s.dead_letter_topics && s.auto_create_topics);

@@ -384,3 +384,24 @@ async fn health_readiness_metrics_and_unknown_routes() {
     .await;
     no_failure.assert_problem(404, "failure-not-found");
 }
+
+#[tokio::test]
+async fn a_body_exactly_at_the_default_limit_is_published() {
+    let app = TestApp::spawn_default(test_settings()).await;
+    let topic = topic().await;
+    let body = vec![b'z'; ackgate::settings::DEFAULT_MAX_BODY_BYTES];
+
+    let reply = send(
+        app.client
+            .post(app.url(&format!("/v1/topics/{topic}/events")))
+            .header("Idempotency-Key", "k-1mib")
+            .header("Content-Type", "application/octet-stream")
+            .body(body.clone()),
+    )
+    .await;
+
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let in_kafka = records(&topic);
+    assert_eq!(in_kafka.len(), 1);
+    assert_eq!(in_kafka[0].value, body, "1 MiB, byte for byte");
+}

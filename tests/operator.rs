@@ -202,10 +202,16 @@ async fn retriable_errors_that_clear_in_time_give_one_record() {
 #[tokio::test]
 async fn permanent_errors_get_the_right_4xx_at_once() {
     let kafka = MockKafka::start(TOPIC);
-    let app = kafka.spawn(test_settings()).await;
+    // A producer limit below the gateway's body limit, as a cluster with a smaller
+    // `message.max.bytes` would impose.
+    let settings = Settings {
+        kafka_properties: vec![("message.max.bytes".into(), "1000000".into())],
+        ..test_settings()
+    };
+    let app = kafka.spawn(settings).await;
     kafka.warm_up(&app).await;
 
-    // Above librdkafka's message.max.bytes (1 000 000) but within the gateway's 1 MiB.
+    // Above the producer's message.max.bytes but within the gateway's 1 MiB.
     let big = "x".repeat(1_000_500);
     let started = Instant::now();
     let too_large = send(

@@ -293,8 +293,8 @@ async fn parse_event(
     };
     let value = read_body(headers, body, max_body_bytes, body_read_timeout).await?;
     if content_type.as_deref().is_some_and(is_json) {
-        // serde_json refuses nesting deeper than 128 levels, so hostile input cannot exhaust
-        // the stack.
+        // Parsing into `IgnoredAny` checks the syntax without building a value or recursing,
+        // so deeply nested input costs neither memory nor stack.
         serde_json::from_slice::<serde::de::IgnoredAny>(&value).map_err(|error| {
             ApiError::new(
                 ProblemCode::InvalidJson,

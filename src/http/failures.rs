@@ -1,6 +1,7 @@
 //! The operator's API for failure records: list, read, retry, discard.
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -25,6 +26,7 @@ pub(crate) struct ListQuery {
     /// Only records in this state: `open`, `retrying`, `resolved`, `discarded`.
     state: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -113,8 +115,9 @@ pub(crate) async fn list_failures(
     ))]
 pub(crate) async fn get_failure(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<FailureRecord>, ApiError> {
+    let id = failure_id(path)?;
     // Ids are ULIDs; anything else cannot name a record, so don't ask the store.
     if ulid::Ulid::from_string(&id).is_err() {
         return Err(not_found());
@@ -146,15 +149,19 @@ pub(crate) async fn get_failure(
         (status = 200, description = "Published: the record is resolved", body = FailureRecord),
         (status = 400, description = "The body is not empty and not a valid `RetryRequest`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Kafka refused again: the gateway may not write to the topic (the record is open again)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The record is not open (already retrying, resolved or discarded), or its key is in flight", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Kafka refused again: the record is too large (the record is open again)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Kafka refused again: the record was rejected (the record is open again)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Kafka refused again (the record is open again), or a store is unavailable", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "Kafka did not answer in time again (the record is open again)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn retry_failure(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let id = failure_id(path)?;
     let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RetryRequest::default()
     } else {
@@ -190,9 +197,10 @@ pub(crate) async fn retry_failure(
     ))]
 pub(crate) async fn discard_failure(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<FailureRecord>, ApiError> {
+    let id = failure_id(path)?;
     let request: DiscardRequest = serde_json::from_slice(&body).map_err(|_| {
         ApiError::new(
             ProblemCode::InvalidJson,
@@ -234,6 +242,11 @@ fn operator_error(error: OperatorError) -> ApiError {
             )
         }
     }
+}
+
+/// The id from the path; one that is not even UTF-8 names no record.
+fn failure_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(id)| id).map_err(|_| not_found())
 }
 
 fn not_found() -> ApiError {

@@ -44,6 +44,8 @@ pub struct PublisherConfig {
     pub metadata_refresh: Duration,
     /// Extra librdkafka properties (security, tuning), validated by the settings.
     pub properties: Vec<(String, String)>,
+    /// The largest record the gateway may hand over (value, key and headers).
+    pub max_message_bytes: usize,
 }
 
 /// Whether a topic can be written to.
@@ -291,6 +293,16 @@ fn build_producer(config: &PublisherConfig) -> Result<KafkaProducer, KafkaError>
             "allow.auto.create.topics",
             config.auto_create_topics.to_string(),
         );
+    // librdkafka refuses messages above its own `message.max.bytes` (1 000 000 by default),
+    // which is below the gateway's default body limit of 1 MiB: raise it to what the gateway
+    // accepts, so the broker's limit is the one that applies. An explicit property wins.
+    client.set(
+        "message.max.bytes",
+        config
+            .max_message_bytes
+            .clamp(1_000_000, 1_000_000_000)
+            .to_string(),
+    );
     for (key, value) in &config.properties {
         client.set(key, value);
     }
