@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Benchmark of ackgate against its physical limits (benches/gateway.rs; see bench/README.md).
+#
+# Usage: scripts/bench.sh [--quick] [--perf] [-- extra bench flags]
+#
+#   (full)    windows 64,256,1024, 1 KiB events, 15 s measured (+2 s warm-up) per phase,
+#             the half-rate latency comparison and the overload phase (~10 minutes);
+#             results in bench/results/<date>-<sha>.{jsonl,md,svg}
+#   --quick   what CI runs: window 64, 3 s per phase, short overload (< 90 s once built);
+#             fails only if the benchmark is broken (errors, no throughput, unexpected
+#             answers), never on a number; results in target/bench/results/
+#   --perf    also profile one extra gateway phase with `perf record` (installs linux-perf
+#             from Debian's packages when missing); the report goes next to the results
+#
+# Ensures Redis on 127.0.0.1:6379 (scripts/redis.sh), starts a Tansu broker of its own on a
+# free port (stopped on exit), builds target/release/ackgate and the bench binary, and runs it.
+# Any ACKGATE_BENCH_* variable (see `--help` of the bench binary) overrides a setting, e.g.
+#   ACKGATE_BENCH_WINDOWS=256 ACKGATE_BENCH_DURATION_SECS=30 scripts/bench.sh
+#   ACKGATE_BENCH_GATEWAY_ARGS='--log-filter warn' scripts/bench.sh
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+QUICK=0
+PERF=0
+EXTRA=()
+while (($#)); do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    --perf) PERF=1 ;;
+    --) shift; EXTRA+=("$@"); break ;;
+    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+
+step "ensure Redis on 127.0.0.1:6379"
+bash scripts/redis.sh
+
+if ((PERF)) && ! command -v perf >/dev/null 2>&1; then
+    step "install perf (linux-perf)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf </dev/null \
+        || echo "could not install linux-perf; the run goes on without a profile" >&2
+fi
+
+step "build (release): the gateway and the bench"
+cargo build --release --locked --bin ackgate
+BENCH_BIN="$(cargo bench --locked --bench gateway --no-run --message-format=json 2>/dev/null \
+    | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        continue
+    target = msg.get("target") or {}
+    if msg.get("reason") == "compiler-artifact" and target.get("name") == "gateway" \
+            and "bench" in target.get("kind", []) and msg.get("executable"):
+        print(msg["executable"])
+')"
+if [[ -z "$BENCH_BIN" || ! -x "$BENCH_BIN" ]]; then
+    # Show the compiler's errors.
+    cargo bench --locked --bench gateway --no-run
+    echo "could not find the bench executable" >&2
+    exit 1
+fi
+echo "bench binary: $BENCH_BIN"
+
+step "start a Tansu broker of the bench's own"
+KAFKA_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    bash scripts/tansu.sh stop "$KAFKA_PORT" || true
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+bash scripts/tansu.sh start "$KAFKA_PORT"
+
+export ACKGATE_BENCH_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+export ACKGATE_BENCH_REDIS_URL="${ACKGATE_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
+# Another build of the gateway (e.g. a patched one) can be measured with ACKGATE_BENCH_GATEWAY_BIN.
+export ACKGATE_BENCH_GATEWAY_BIN="${ACKGATE_BENCH_GATEWAY_BIN:-$REPO/target/release/ackgate}"
+ACKGATE_BENCH_BROKER_PID="$(cat "target/tansu-$KAFKA_PORT.pid")"
+ACKGATE_BENCH_BROKER_VERSION="$("$(bash scripts/tansu.sh path)" --version 2>/dev/null || echo tansu)"
+export ACKGATE_BENCH_BROKER_PID ACKGATE_BENCH_BROKER_VERSION
+export ACKGATE_BENCH_WORK_DIR="${ACKGATE_BENCH_WORK_DIR:-$REPO/target/bench}"
+
+ARGS=()
+if ((QUICK)); then
+    export ACKGATE_BENCH_WINDOWS="${ACKGATE_BENCH_WINDOWS:-64}"
+    export ACKGATE_BENCH_DURATION_SECS="${ACKGATE_BENCH_DURATION_SECS:-3}"
+    export ACKGATE_BENCH_WARMUP_SECS="${ACKGATE_BENCH_WARMUP_SECS:-1}"
+    export ACKGATE_BENCH_OVERLOAD_SECS="${ACKGATE_BENCH_OVERLOAD_SECS:-3}"
+    export ACKGATE_BENCH_CALM_SECS="${ACKGATE_BENCH_CALM_SECS:-2}"
+    export ACKGATE_BENCH_OUT_DIR="${ACKGATE_BENCH_OUT_DIR:-$REPO/target/bench/results}"
+    ARGS+=(--quick)
+else
+    export ACKGATE_BENCH_OUT_DIR="${ACKGATE_BENCH_OUT_DIR:-$REPO/bench/results}"
+fi
+((PERF)) && ARGS+=(--perf)
+
+# One connection per outstanding event, on both sides of loopback.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+step "bench ($( ((QUICK)) && echo quick || echo full )); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+started=$SECONDS
+"$BENCH_BIN" "${ARGS[@]}" "${EXTRA[@]}"
+echo "bench finished in $((SECONDS - started)) s"
