@@ -197,6 +197,18 @@ impl Application {
         } = self;
         let publisher = state.publisher.clone();
         self::warn_about_store(&state).await;
+        // The Prometheus recorder only drains its histogram samples on upkeep (or a scrape):
+        // without this, memory grows with every request until /metrics is scraped.
+        let upkeep = {
+            let metrics = state.metrics.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    metrics.run_upkeep();
+                }
+            })
+        };
         let maintenance = tokio::spawn(failures::maintain(
             state.failures.clone(),
             state.spool.clone(),
@@ -243,6 +255,7 @@ impl Application {
             tracing::error!(%error, in_flight, "flushing the producer failed");
         }
         maintenance.abort();
+        upkeep.abort();
         if let Some(mirroring) = mirroring {
             mirroring.abort();
         }
