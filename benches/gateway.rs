@@ -488,19 +488,17 @@ fn is_duplicate(n: u64, percent: u32) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Raw producer.
 
-/// The gateway's producer settings. KEEP IN SYNC with `build_producer` in
-/// src/publisher/mod.rs (and its defaults in src/settings.rs): the raw producer phase is only
-/// the gateway's physical limit while it is configured exactly the same way.
+/// The gateway's producer settings, from the gateway's own code: the raw producer phase is
+/// only the gateway's physical limit while it is configured exactly the same way.
 fn gateway_producer_config(brokers: &str) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", brokers)
-        .set("client.id", "ackgate")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("delivery.timeout.ms", DELIVERY_TIMEOUT_MS.to_string())
-        .set("allow.auto.create.topics", "false");
-    client
+    let settings = ackgate::settings::Settings {
+        delivery_timeout_ms: DELIVERY_TIMEOUT_MS,
+        ..ackgate::settings::Settings::defaults()
+    };
+    ackgate::publisher::producer_config(&ackgate::publisher::PublisherConfig::new(
+        brokers.to_owned(),
+        &settings,
+    ))
 }
 
 /// One outstanding event: when its latency starts, and its place in the window.
@@ -628,61 +626,6 @@ fn now_ms() -> i64 {
 // ---------------------------------------------------------------------------------------------
 // Raw Redis: the gateway's scripts.
 
-/// KEEP IN SYNC with `CLAIM` in src/idempotency/redis.rs (copied verbatim).
-const CLAIM: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = tonumber(ARGV[3])
-local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'attempt', 'status', 'body',
-                    'accepted')
-if not r[1] then
-  redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fp', ARGV[2], 'owner', ARGV[1],
-             'lease_until', now + lease, 'attempt', 1, 'created_ms', now)
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return {'claimed', '1'}
-end
--- The fingerprint is checked first, in any state: a reused key never sees another event's answer.
-if r[2] ~= ARGV[2] then
-  return {'mismatch'}
-end
-local function reclaim(maybe_duplicate)
-  local attempt = tonumber(r[4]) + 1
-  redis.call('HSET', KEYS[1], 'state', 'in_flight', 'owner', ARGV[1], 'lease_until', now + lease,
-             'attempt', attempt)
-  redis.call('HDEL', KEYS[1], 'status', 'body', 'accepted')
-  if maybe_duplicate then redis.call('HSET', KEYS[1], 'maybe_duplicate', 1) end
-  -- Refresh the TTL so the record cannot expire under the new owner.
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return {'claimed', tostring(attempt)}
-end
--- Nothing was written last time: publish again.
-if r[1] == 'released' then return reclaim(false) end
--- An operator retries an event that may or may not be in Kafka: their call.
-if r[1] == 'failed' and ARGV[5] == '1' then return reclaim(true) end
-if r[1] ~= 'in_flight' then
-  return {'replay', r[5], r[6]}
-end
-local lease_until = tonumber(r[3])
-if lease_until > now then
-  return {'in_flight', tostring(lease_until - now), r[7] or '0'}
-end
--- The owner's lease ran out: it crashed before settling. Take over, and note that the event
--- may be in Kafka already.
-return reclaim(true)
-"#;
-
-/// KEEP IN SYNC with `SETTLE` in src/idempotency/redis.rs (copied verbatim).
-const SETTLE: &str = r#"
-local r = redis.call('HMGET', KEYS[1], 'state', 'owner')
-if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'body', ARGV[4])
-redis.call('HDEL', KEYS[1], 'lease_until')
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
-"#;
-
 /// A connection manager configured as the gateway's (`redis_connection` in src/lib.rs).
 async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url).context("invalid Redis URL")?;
@@ -711,7 +654,10 @@ async fn run_raw_redis(load: RawRedisLoad) -> anyhow::Result<Tally> {
     let tally = Arc::new(Mutex::new(Tally::new()));
     let load = Arc::new(load);
     let tickets = Arc::new(Tickets::new(Pace::Closed, load.window));
-    let scripts = Arc::new((Script::new(CLAIM), Script::new(SETTLE)));
+    let scripts = Arc::new((
+        Script::new(ackgate::idempotency::CLAIM_SCRIPT),
+        Script::new(ackgate::idempotency::SETTLE_SCRIPT),
+    ));
     let ttl_ms = TTL_SECS * 1000;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..load.window_size {

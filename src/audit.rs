@@ -1137,19 +1137,13 @@ fn parse_since(value: &str) -> Result<OffsetDateTime, String> {
 }
 
 fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
-    let (key, val) = value
-        .split_once('=')
-        .ok_or_else(|| format!("'{value}' is not KEY=VALUE"))?;
-    let key = key.trim();
-    if key.is_empty() {
-        return Err(format!("'{value}' has an empty key"));
-    }
-    if RESERVED_KAFKA_PROPERTIES.contains(&key) {
+    let (key, val) = crate::settings::parse_key_value(value)?;
+    if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
         return Err(format!(
             "'{key}' is set by the audit itself (use --kafka-brokers for the servers)"
         ));
     }
-    Ok((key.to_owned(), val.to_owned()))
+    Ok((key, val))
 }
 
 #[cfg(test)]

@@ -112,21 +112,14 @@ impl Application {
             ),
         };
         let publisher = Arc::new(
-            Publisher::new(PublisherConfig {
-                brokers: kafka_brokers,
-                delivery_timeout: settings.delivery_timeout(),
-                auto_create_topics: settings.auto_create_topics,
-                metadata_refresh: settings.metadata_refresh(),
-                properties: settings.kafka_properties.clone(),
-                // The body plus room for the key, headers and record framing.
-                max_message_bytes: settings.max_body_bytes + settings.max_header_bytes + 1024,
-            })
-            .map_err(|error| match error {
-                // The message names the property; the value is left out, it may be a secret.
-                rdkafka::error::KafkaError::ClientConfig(_, description, _, _) => {
-                    anyhow::anyhow!("invalid Kafka producer configuration: {description}")
+            Publisher::new(PublisherConfig::new(kafka_brokers, &settings)).map_err(|error| {
+                match error {
+                    // The message names the property; the value is left out, it may be a secret.
+                    rdkafka::error::KafkaError::ClientConfig(_, description, _, _) => {
+                        anyhow::anyhow!("invalid Kafka producer configuration: {description}")
+                    }
+                    other => anyhow::anyhow!("could not create the Kafka producer: {other}"),
                 }
-                other => anyhow::anyhow!("could not create the Kafka producer: {other}"),
             })?,
         );
         let tasks = TaskTracker::new();

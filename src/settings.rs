@@ -250,7 +250,8 @@ fn parse_body_limit(value: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
-fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
+/// Splits `KEY=VALUE` (the value may hold `=`); the key is trimmed and must not be empty.
+pub fn parse_key_value(value: &str) -> Result<(String, String), String> {
     let (key, val) = value
         .split_once('=')
         .ok_or_else(|| format!("'{value}' is not KEY=VALUE"))?;
@@ -258,12 +259,17 @@ fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
     if key.is_empty() {
         return Err(format!("'{value}' has an empty key"));
     }
-    if RESERVED_KAFKA_PROPERTIES.contains(&key) {
+    Ok((key.to_owned(), val.to_owned()))
+}
+
+fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
+    let (key, val) = parse_key_value(value)?;
+    if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
         return Err(format!(
             "'{key}' is set by ackgate itself (use the matching ackgate setting, if any)"
         ));
     }
-    Ok((key.to_owned(), val.to_owned()))
+    Ok((key, val))
 }
 
 fn parse_key_prefix(value: &str) -> Result<String, String> {

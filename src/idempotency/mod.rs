@@ -32,6 +32,9 @@ use crate::event::{IdempotencyKey, TopicName};
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+/// The Lua scripts, for the benchmark's raw-Redis phase.
+#[doc(hidden)]
+pub use self::redis::{CLAIM as CLAIM_SCRIPT, SETTLE as SETTLE_SCRIPT};
 
 /// The answer stored for a settled key, replayed byte for byte to later requests.
 #[derive(Debug, Clone, PartialEq, Eq)]

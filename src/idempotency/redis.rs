@@ -16,7 +16,7 @@ use crate::event::{IdempotencyKey, TopicName};
 /// KEYS[1] record; ARGV: owner, fingerprint, lease_ms, ttl_ms, operator ('1' or '0').
 /// Returns {'claimed', attempt} | {'replay', status, body} | {'in_flight', ms_left, accepted}
 /// | {'mismatch'}.
-const CLAIM: &str = r#"
+pub const CLAIM: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[3])
@@ -59,7 +59,7 @@ return reclaim(true)
 "#;
 
 /// KEYS[1] record; ARGV: owner, state, status, body, ttl_ms. Returns 1 if settled.
-const SETTLE: &str = r#"
+pub const SETTLE: &str = r#"
 local r = redis.call('HMGET', KEYS[1], 'state', 'owner')
 if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then
   return 0

@@ -48,6 +48,21 @@ pub struct PublisherConfig {
     pub max_message_bytes: usize,
 }
 
+impl PublisherConfig {
+    /// The publisher configuration the settings describe.
+    pub fn new(brokers: String, settings: &crate::settings::Settings) -> Self {
+        PublisherConfig {
+            brokers,
+            delivery_timeout: settings.delivery_timeout(),
+            auto_create_topics: settings.auto_create_topics,
+            metadata_refresh: settings.metadata_refresh(),
+            properties: settings.kafka_properties.clone(),
+            // The body plus room for the key, headers and record framing.
+            max_message_bytes: settings.max_body_bytes + settings.max_header_bytes + 1024,
+        }
+    }
+}
+
 /// Whether a topic can be written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicStatus {
@@ -277,6 +292,12 @@ fn is_fatal(producer: &KafkaProducer) -> bool {
 }
 
 fn build_producer(config: &PublisherConfig) -> Result<KafkaProducer, KafkaError> {
+    producer_config(config).create_with_context(DeliveryContext::default())
+}
+
+/// The librdkafka properties of the gateway's producer. Public so that the benchmark's raw
+/// producer is configured exactly the same way.
+pub fn producer_config(config: &PublisherConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
@@ -306,7 +327,7 @@ fn build_producer(config: &PublisherConfig) -> Result<KafkaProducer, KafkaError>
     for (key, value) in &config.properties {
         client.set(key, value);
     }
-    client.create_with_context(DeliveryContext::default())
+    client
 }
 
 fn now_ms() -> i64 {
