@@ -20,7 +20,11 @@
 //! same open-loop rate (latency from the intended send time); then `overload`: one gateway with
 //! `--max-in-flight` = W, closed-loop load, then 4× the sustainable rate open-loop, then
 //! closed-loop load again, with a per-second timeline of answers, RSS and CPU.
+//!
+//! With `--soak-secs`, one gateway also runs that long at the largest window, its RSS and CPU
+//! sampled every second, to show that memory settles instead of growing.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
@@ -35,9 +39,6 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
@@ -46,6 +47,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Serialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -133,6 +135,10 @@ struct Args {
     /// Seconds of closed-loop load before and after the overload.
     #[arg(long, env = "ACKGATE_BENCH_CALM_SECS", default_value_t = 5.0)]
     calm_secs: f64,
+    /// Seconds of the soak phase (0: none): one gateway under closed-loop load at the largest
+    /// window, RSS sampled every second (`scripts/bench.sh --soak`: 600).
+    #[arg(long, env = "ACKGATE_BENCH_SOAK_SECS", default_value_t = 0.0)]
+    soak_secs: f64,
     /// Connections of the overload segment (default: 4 × the reference window).
     #[arg(long, env = "ACKGATE_BENCH_OVERLOAD_CONNECTIONS")]
     overload_connections: Option<usize>,
@@ -307,7 +313,13 @@ impl Tally {
             Outcome::Shed => self.shed.saturating_record(us),
             Outcome::Other => {}
         }
-        *self.answers.entry(answer.to_owned()).or_default() += 1;
+        // Counted without allocating: the map has a handful of kinds.
+        match self.answers.get_mut(answer) {
+            Some(count) => *count += 1,
+            None => {
+                self.answers.insert(answer.to_owned(), 1);
+            }
+        }
     }
 
     fn successes(&self) -> u64 {
@@ -922,16 +934,114 @@ struct HttpLoad {
     timeline: Option<Arc<Mutex<Timeline>>>,
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// One keep-alive HTTP/1.1 connection to the gateway, spoken by hand.
+///
+/// The generator shares the machine's cores with everything it measures, so every microsecond
+/// it spends per request is one the gateway cannot: requests are written from one reused
+/// buffer in a single `write`, and answers are read into another and parsed with `httparse`
+/// (only the status and the headers the bench classifies by are looked at).
+struct Conn {
+    stream: TcpStream,
+    /// The request being sent: head and body.
+    out: Vec<u8>,
+    /// Bytes read and not yet consumed.
+    input: Vec<u8>,
+}
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+/// What the bench needs of an answer.
+struct Answer {
+    status: u16,
+    replayed: bool,
+    retry_after: bool,
+    /// The server said `Connection: close`.
+    close: bool,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            out: Vec::with_capacity(4096),
+            input: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Posts `body` to `path` with the idempotency key; reads the whole answer.
+    async fn post(
+        &mut self,
+        host: &str,
+        path: &str,
+        key: &str,
+        body: &[u8],
+    ) -> std::io::Result<Answer> {
+        self.out.clear();
+        write!(
+            self.out,
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\nidempotency-key: {key}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )?;
+        self.out.extend_from_slice(body);
+        self.stream.write_all(&self.out).await?;
+        self.read_answer().await
+    }
+
+    async fn read_answer(&mut self) -> std::io::Result<Answer> {
+        let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        self.input.clear();
+        loop {
+            let (answer, head_len, body_len) = {
+                let mut headers = [httparse::EMPTY_HEADER; 32];
+                let mut response = httparse::Response::new(&mut headers);
+                match response.parse(&self.input) {
+                    Ok(httparse::Status::Complete(head_len)) => {
+                        let mut answer = Answer {
+                            status: response.code.unwrap_or_default(),
+                            replayed: false,
+                            retry_after: false,
+                            close: false,
+                        };
+                        let mut body_len = 0usize;
+                        for header in response.headers.iter() {
+                            let name = header.name;
+                            if name.eq_ignore_ascii_case("content-length") {
+                                body_len = std::str::from_utf8(header.value)
+                                    .ok()
+                                    .and_then(|v| v.trim().parse().ok())
+                                    .ok_or_else(|| invalid("bad content-length"))?;
+                            } else if name.eq_ignore_ascii_case("idempotent-replayed") {
+                                answer.replayed = header.value == b"true";
+                            } else if name.eq_ignore_ascii_case("retry-after") {
+                                answer.retry_after = true;
+                            } else if name.eq_ignore_ascii_case("connection") {
+                                answer.close = header.value.eq_ignore_ascii_case(b"close");
+                            }
+                        }
+                        (answer, head_len, body_len)
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        self.fill().await?;
+                        continue;
+                    }
+                    Err(_) => return Err(invalid("malformed response head")),
+                }
+            };
+            while self.input.len() < head_len + body_len {
+                self.fill().await?;
+            }
+            return Ok(answer);
+        }
+    }
+
+    async fn fill(&mut self) -> std::io::Result<()> {
+        self.input.reserve(4096);
+        if self.stream.read_buf(&mut self.input).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
 }
 
 /// Runs `connections` keep-alive HTTP/1.1 clients against the gateway until the window ends.
@@ -940,18 +1050,18 @@ async fn run_http(load: HttpLoad) -> anyhow::Result<Tally> {
     let load = Arc::new(load);
     let path = format!("/v1/topics/{}/events", load.topic);
     // Connect everyone first: connection set-up is not what is measured.
-    let mut senders = Vec::with_capacity(load.connections);
+    let mut conns = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
-        senders.push(
-            connect(load.addr)
+        conns.push(
+            Conn::open(load.addr)
                 .await
                 .context("connecting to the gateway")?,
         );
     }
     let mut workers = tokio::task::JoinSet::new();
-    for (worker, sender) in senders.into_iter().enumerate() {
+    for (worker, conn) in conns.into_iter().enumerate() {
         let (load, tally, path) = (load.clone(), tally.clone(), path.clone());
-        workers.spawn(http_worker(worker, sender, load, tally, path));
+        workers.spawn(http_worker(worker, conn, load, tally, path));
     }
     while let Some(joined) = workers.join_next().await {
         joined.context("an HTTP worker panicked")?;
@@ -961,14 +1071,14 @@ async fn run_http(load: HttpLoad) -> anyhow::Result<Tally> {
 
 async fn http_worker(
     worker: usize,
-    sender: Sender,
+    conn: Conn,
     load: Arc<HttpLoad>,
     tally: Arc<Mutex<Tally>>,
     path: String,
 ) {
     let host = load.addr.to_string();
     let window = load.tickets.window;
-    let mut sender = Some(sender);
+    let mut conn = Some(conn);
     let mut seq = 0u64;
     let mut n = 0u64;
     // Answered events, oldest first: a retry resends one of them (each at most once).
@@ -995,12 +1105,12 @@ async fn http_worker(
             let body = load.events.body(&key);
             (key, body)
         };
-        if sender.as_ref().is_none_or(|s| s.is_closed()) {
+        if conn.is_none() {
             // The server closed the connection (e.g. after a 503): open a new one.
             tally.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
-            sender = connect(load.addr).await.ok();
+            conn = Conn::open(load.addr).await.ok();
         }
-        let Some(open) = sender.as_mut() else {
+        let Some(open) = conn.as_mut() else {
             record_http(
                 &load,
                 &tally,
@@ -1013,32 +1123,25 @@ async fn http_worker(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let request = hyper::Request::post(path.as_str())
-            .header("host", host.as_str())
-            .header("idempotency-key", key.as_str())
-            .header("content-type", "application/json")
-            .body(Full::new(body.clone()))
-            .expect("a valid request");
         let sent = Instant::now();
-        let exchange = async {
-            open.ready().await?;
-            let response = open.send_request(request).await?;
-            let (parts, body) = response.into_parts();
-            body.collect().await?;
-            Ok::<_, hyper::Error>(parts)
-        };
+        let exchange = open.post(&host, &path, &key, &body);
         let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await;
         let done = Instant::now();
         let origin = load.tickets.origin(at, sent);
         let (outcome, answer) = match &result {
-            Ok(Ok(parts)) => classify(parts),
+            Ok(Ok(answer)) => {
+                if answer.close {
+                    conn = None;
+                }
+                classify(answer)
+            }
             Ok(Err(error)) => {
-                sender = None;
-                (Outcome::Other, format!("error: {}", error_kind(error)))
+                conn = None;
+                (Outcome::Other, error_kind(error))
             }
             Err(_) => {
-                sender = None;
-                (Outcome::Other, "error: timeout".to_owned())
+                conn = None;
+                (Outcome::Other, Cow::Borrowed("error: timeout"))
             }
         };
         if outcome == Outcome::Ok && !retry && load.duplicate_percent > 0 {
@@ -1051,28 +1154,23 @@ async fn http_worker(
     }
 }
 
-fn error_kind(error: &hyper::Error) -> &'static str {
-    if error.is_closed() || error.is_incomplete_message() {
-        "connection closed"
-    } else if error.is_timeout() {
-        "timeout"
-    } else {
-        "transport"
-    }
+fn error_kind(error: &std::io::Error) -> Cow<'static, str> {
+    use std::io::ErrorKind;
+    Cow::Borrowed(match error.kind() {
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {
+            "error: connection closed"
+        }
+        ErrorKind::InvalidData => "error: malformed response",
+        _ => "error: transport",
+    })
 }
 
-fn classify(parts: &http::response::Parts) -> (Outcome, String) {
-    let status = parts.status.as_u16();
-    let replayed = parts
-        .headers
-        .get("idempotent-replayed")
-        .is_some_and(|v| v == "true");
-    let retry_after = parts.headers.contains_key("retry-after");
-    match status {
-        201 if replayed => (Outcome::Replayed, "201 replayed".to_owned()),
-        201 => (Outcome::Ok, "201".to_owned()),
-        503 if retry_after => (Outcome::Shed, "503 + Retry-After".to_owned()),
-        other => (Outcome::Other, other.to_string()),
+fn classify(answer: &Answer) -> (Outcome, Cow<'static, str>) {
+    match answer.status {
+        201 if answer.replayed => (Outcome::Replayed, Cow::Borrowed("201 replayed")),
+        201 => (Outcome::Ok, Cow::Borrowed("201")),
+        503 if answer.retry_after => (Outcome::Shed, Cow::Borrowed("503 + Retry-After")),
+        other => (Outcome::Other, Cow::Owned(other.to_string())),
     }
 }
 
@@ -1313,8 +1411,8 @@ const PERF_COMPONENTS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "request id (UUID v4)",
-        &["uuid", "MakeRequestUuid", "SetRequestId"],
+        "request id (ULID)",
+        &["ulid", "MakeRequestUlid", "SetRequestId"],
     ),
     (
         "HTTP read: recv + hyper head parsing",
@@ -1375,11 +1473,12 @@ fn perf_components(data: &Path) -> String {
             "unlink_chunk",
             "memalign",
             "consolidate",
+            "mi_",
         ]
         .iter()
         .any(|n| leaf.contains(n))
         {
-            "allocator (glibc malloc/free)"
+            "allocator (malloc/free)"
         } else if leaf.contains("memmove") || leaf.contains("memcpy") {
             "memcpy/memmove"
         } else {
@@ -1824,6 +1923,185 @@ impl Run {
         };
         append_line(&self.jsonl, &serde_json::to_string(&summary)?)?;
         Ok(summary)
+    }
+
+    /// One gateway under closed-loop load at `window` for `seconds`: memory and CPU sampled
+    /// every second, to show whether anything grows without bound.
+    async fn soak(&mut self, window: usize, seconds: f64) -> anyhow::Result<SoakSummary> {
+        let (topic, prefix) = self.fresh_names().await?;
+        let gateway = Gateway::start(&self.args, &prefix, &format!("{topic}-soak"), &[]).await?;
+        let origin = Instant::now();
+        let timeline = Arc::new(Mutex::new(Timeline {
+            origin,
+            seconds: Vec::new(),
+        }));
+        let probes = Probes {
+            gateway: Some(gateway.pid),
+            ..self.probes
+        };
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let pid = gateway.pid;
+        let sampler = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => samples.push((
+                        origin.elapsed().as_secs_f64(),
+                        status_mib(pid, "VmRSS:"),
+                        cpu_seconds(Some(pid)),
+                    )),
+                    _ = &mut stop_rx => return samples,
+                }
+            }
+        });
+        let measured_window = Window::starting_now(0.0, seconds);
+        let load = HttpLoad {
+            addr: gateway.addr,
+            topic: topic.clone(),
+            events: Events {
+                run: format!("{topic}-soak"),
+                bytes: self.args.event_bytes,
+            },
+            connections: window,
+            duplicate_percent: 0,
+            tickets: Tickets::new(Pace::Closed, measured_window),
+            timeline: Some(timeline.clone()),
+        };
+        let measured = measure(probes, measured_window, run_http(load)).await?;
+        let result = phase_result(
+            PhaseMeta {
+                run_id: &self.run_id,
+                phase: "soak",
+                window,
+                target_rate: None,
+                event_bytes: self.args.event_bytes,
+                gateway: Some(&gateway),
+            },
+            &measured,
+        );
+        let _ = stop_tx.send(());
+        let samples = sampler.await?;
+        let peak_rss = gateway.peak_rss_mib();
+        gateway.stop().await?;
+        self.cleanup(&topic, &prefix).await;
+        let timeline = Arc::try_unwrap(timeline)
+            .map_err(|_| anyhow::anyhow!("timeline still shared"))?
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+
+        // One row per minute: events answered, RSS at its end, CPU over it.
+        let sample_at = |t: f64| {
+            samples
+                .iter()
+                .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))
+                .copied()
+        };
+        let minutes = (seconds / 60.0).ceil() as usize;
+        let rows: Vec<SoakMinute> = (0..minutes)
+            .map(|m| {
+                let (from, to) = (m as f64 * 60.0, ((m + 1) as f64 * 60.0).min(seconds));
+                let events: u64 = timeline
+                    .seconds
+                    .iter()
+                    .skip(from as usize)
+                    .take((to - from).ceil() as usize)
+                    .map(|s| s.ok)
+                    .sum();
+                let (start, end) = (sample_at(from), sample_at(to));
+                let cpu_pct = match (start, end) {
+                    (Some((t0, _, Some(c0))), Some((t1, _, Some(c1)))) if t1 > t0 => {
+                        Some(100.0 * (c1 - c0) / (t1 - t0))
+                    }
+                    _ => None,
+                };
+                SoakMinute {
+                    minute: m + 1,
+                    events_per_s: events as f64 / (to - from).max(f64::MIN_POSITIVE),
+                    rss_mib: end.and_then(|e| e.1),
+                    cpu_pct,
+                }
+            })
+            .collect();
+        let rss = |t: f64| sample_at(t).and_then(|s| s.1);
+        let summary = SoakSummary {
+            kind: "soak",
+            run_id: self.run_id.clone(),
+            window,
+            duration_s: seconds,
+            throughput_eps: result.throughput_eps,
+            failures: result.failures,
+            rss_mib_after_first_minute: rss(60.0_f64.min(seconds)),
+            rss_mib_at_half: rss(seconds / 2.0),
+            rss_mib_end: rss(seconds),
+            rss_mib_max: samples.iter().filter_map(|s| s.1).reduce(f64::max),
+            peak_rss_mib: peak_rss,
+            minutes: rows,
+        };
+        self.push(result)?;
+        append_line(&self.jsonl, &serde_json::to_string(&summary)?)?;
+        Ok(summary)
+    }
+}
+
+/// A soak run: does the gateway's memory settle under steady load?
+#[derive(Debug, Clone, Serialize)]
+struct SoakSummary {
+    kind: &'static str,
+    run_id: String,
+    window: usize,
+    duration_s: f64,
+    throughput_eps: f64,
+    failures: u64,
+    rss_mib_after_first_minute: Option<f64>,
+    rss_mib_at_half: Option<f64>,
+    rss_mib_end: Option<f64>,
+    rss_mib_max: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    minutes: Vec<SoakMinute>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct SoakMinute {
+    minute: usize,
+    events_per_s: f64,
+    rss_mib: Option<f64>,
+    cpu_pct: Option<f64>,
+}
+
+fn soak_markdown(md: &mut String, s: &SoakSummary) {
+    let drift = match (s.rss_mib_at_half, s.rss_mib_end) {
+        (Some(half), Some(end)) => format!("{:+.1} MiB", end - half),
+        _ => "–".to_owned(),
+    };
+    let _ = writeln!(
+        md,
+        "\n## Soak: {:.0} s at window {}\n\n\
+         One gateway, {} keep-alive connections posting unique events closed-loop for {:.0} s: \
+         {:.0} ev/s, {} unexpected answers. RSS (MiB) after the first minute {}, at half time {}, \
+         at the end {}, highest sample {}, peak (VmHWM) {}; over the second half: {drift}.\n\n\
+         | minute | ev/s | gateway RSS MiB at its end | gateway CPU % |\n|---:|---:|---:|---:|",
+        s.duration_s,
+        s.window,
+        s.window,
+        s.duration_s,
+        s.throughput_eps,
+        s.failures,
+        fmt_opt(s.rss_mib_after_first_minute, 1),
+        fmt_opt(s.rss_mib_at_half, 1),
+        fmt_opt(s.rss_mib_end, 1),
+        fmt_opt(s.rss_mib_max, 1),
+        fmt_opt(s.peak_rss_mib, 1),
+    );
+    for m in &s.minutes {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {} | {} |",
+            m.minute,
+            m.events_per_s,
+            fmt_opt(m.rss_mib, 1),
+            fmt_opt(m.cpu_pct, 0)
+        );
     }
 }
 
@@ -2768,6 +3046,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     } else {
         None
     };
+    let soak = if args.soak_secs > 0.0 {
+        let window = *args.windows.iter().max().expect("not empty");
+        Some(run.soak(window, args.soak_secs).await?)
+    } else {
+        None
+    };
     if args.perf {
         if command_output("perf", &["--version"]).is_some() {
             run.gateway(reference, Pace::Closed, 0, true).await?;
@@ -2788,7 +3072,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     // One .jsonl and one .md per day and commit, each run appended; one plot per run.
     let svg_name = format!("{stem}-{run_id}.svg");
     std::fs::write(args.out_dir.join(&svg_name), svg(&run.results))?;
-    let md = markdown(&info, &run.results, &summary, overload.as_ref(), &svg_name);
+    let mut md = markdown(&info, &run.results, &summary, overload.as_ref(), &svg_name);
+    if let Some(soak) = &soak {
+        soak_markdown(&mut md, soak);
+    }
     let md_path = args.out_dir.join(format!("{stem}.md"));
     let separator = if md_path.exists() { "\n---\n\n" } else { "" };
     std::fs::OpenOptions::new()

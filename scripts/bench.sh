@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of ackgate against its physical limits (benches/gateway.rs; see bench/README.md).
 #
-# Usage: scripts/bench.sh [--quick] [--perf] [-- extra bench flags]
+# Usage: scripts/bench.sh [--quick] [--perf] [--soak] [-- extra bench flags]
 #
 #   (full)    windows 64,256,1024, 1 KiB events, 15 s measured (+2 s warm-up) per phase,
 #             the half-rate latency comparison and the overload phase (~10 minutes);
@@ -11,6 +11,8 @@
 #             answers), never on a number; results in target/bench/results/
 #   --perf    also profile one extra gateway phase with `perf record` (installs linux-perf
 #             from Debian's packages when missing); the report goes next to the results
+#   --soak    also run one gateway for 10 minutes at the largest window, RSS sampled every
+#             second (ACKGATE_BENCH_SOAK_SECS sets another length)
 #
 # Ensures Redis on 127.0.0.1:6379 (scripts/redis.sh), starts a Tansu broker of its own on a
 # free port (stopped on exit), builds target/release/ackgate and the bench binary, and runs it.
@@ -29,8 +31,9 @@ while (($#)); do
     case "$1" in
     --quick) QUICK=1 ;;
     --perf) PERF=1 ;;
+    --soak) export ACKGATE_BENCH_SOAK_SECS="${ACKGATE_BENCH_SOAK_SECS:-600}" ;;
     --) shift; EXTRA+=("$@"); break ;;
-    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift

@@ -123,6 +123,8 @@ async fn sigterm_drains_and_exits_zero() {
         .args(["--redis-url", &redis_url()])
         .args(["--redis-key-prefix", &unique("cli")])
         .args(["--log-format", "json"])
+        // Request lines are DEBUG; this is how the README says to turn them on.
+        .args(["--log-filter", "info,tower_http=debug"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -4,6 +4,7 @@
 //! Everything the client sent is validated here, before anything is stored: a request refused
 //! at this stage leaves no trace, so the client can fix it and retry with the same key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -69,7 +70,7 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
     )
 )]
 pub(crate) async fn publish_event(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     topic: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -161,7 +162,7 @@ fn accepted_response(topic: &TopicName, key: &IdempotencyKey) -> Response {
     )
 )]
 pub(crate) async fn event_status(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<EventStatus>, ApiError> {
     let Path((topic, key)) =

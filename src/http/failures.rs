@@ -1,5 +1,7 @@
 //! The operator's API for failure records: list, read, retry, discard.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
@@ -57,7 +59,7 @@ pub(crate) struct DiscardRequest {
         (status = 503, description = "The failure store is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn list_failures(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FailurePage>, ApiError> {
     let Query(query) =
@@ -114,7 +116,7 @@ pub(crate) async fn list_failures(
         (status = 503, description = "The failure store is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn get_failure(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<FailureRecord>, ApiError> {
     let id = failure_id(path)?;
@@ -157,7 +159,7 @@ pub(crate) async fn get_failure(
         (status = 504, description = "Kafka did not answer in time again (the record is open again)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn retry_failure(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -196,7 +198,7 @@ pub(crate) async fn retry_failure(
         (status = 503, description = "The failure store is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn discard_failure(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<FailureRecord>, ApiError> {

@@ -1,5 +1,6 @@
 //! Liveness, readiness and metrics.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -60,7 +61,7 @@ pub(crate) async fn healthz() -> Json<Alive> {
         (status = 200, description = "Ready (warnings may still be listed)", body = Readiness),
         (status = 503, description = "Not ready; `checks` says why", body = Readiness),
     ))]
-pub(crate) async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let (redis, kafka) = tokio::join!(
         tokio::time::timeout(CHECK_TIMEOUT, state.store.health()),
         tokio::time::timeout(CHECK_TIMEOUT, state.publisher.health()),
@@ -113,7 +114,7 @@ fn failed(detail: String) -> Check {
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -21,8 +21,10 @@ use axum::{BoxError, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -36,7 +38,8 @@ use crate::publisher::Publisher;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every handler can reach. Cheap to clone: every field is a handle.
+/// What every handler can reach. Handlers get it behind one `Arc`, so extracting it costs one
+/// reference count rather than one per field.
 #[derive(Clone)]
 pub struct AppState {
     pub pipeline: Pipeline,
@@ -127,7 +130,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state);
+        .with_state(Arc::new(state));
 
     Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
@@ -160,10 +163,30 @@ pub fn router(state: AppState) -> Router {
                         outcome = tracing::field::Empty,
                     )
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                // One line per request costs a tenth of the gateway's CPU at full load
+                // (bench/README.md): request lines are DEBUG, turned on with
+                // `--log-filter info,tower_http=debug`. Failures are logged where they happen,
+                // with their cause, inside this span (so with the request id).
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUlid))
+}
+
+/// Request ids are ULIDs: sortable by time in logs, and made from a thread-local generator
+/// (a UUID v4 asks the kernel for randomness on every request).
+#[derive(Clone, Copy)]
+struct MakeRequestUlid;
+
+impl MakeRequestId for MakeRequestUlid {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let mut buf = [0u8; ulid::ULID_LEN];
+        let id = ulid::Ulid::new().array_to_str(&mut buf);
+        axum::http::HeaderValue::from_str(id)
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// Request count, latency and in-flight gauge, labelled by route template (never the raw path,
