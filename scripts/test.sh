@@ -10,7 +10,7 @@
 # Environment:
 #   ACKGATE_TEST_KAFKA_PORT   use this port for the Tansu broker (default: a free port)
 #   TOOLS                     where tools are cached (default: target/tools)
-#   ACKGATE_SKIP_RELEASE_BUILD=1  skip the (slow) release build
+#   ACKGATE_SKIP_RELEASE_BUILD=1  skip the (slow) release build and the quick benchmark that uses it
 #
 # Exported to the tests:
 #   ACKGATE_TEST_KAFKA_BROKERS=127.0.0.1:PORT
@@ -98,10 +98,14 @@ bash scripts/check-deploy.sh
 
 # The Dockerfile's build step, mirrored: no container engine runs here.
 if [[ "${ACKGATE_SKIP_RELEASE_BUILD:-}" == 1 ]]; then
-    step "release build skipped (ACKGATE_SKIP_RELEASE_BUILD=1)"
+    step "release build and quick benchmark skipped (ACKGATE_SKIP_RELEASE_BUILD=1)"
 else
     step "cargo build --release --locked --bin ackgate (as in the Dockerfile)"
     cargo build --release --locked --bin ackgate
+    # A short run of the benchmark, on the release build just made: it fails only when the
+    # benchmark itself is broken (errors, no throughput, unexpected answers), never on a number.
+    step "bench (quick): raw producer, raw Redis, the gateway and an overload, briefly"
+    bash scripts/bench.sh --quick
 fi
 
 step "all checks passed"
