@@ -1375,7 +1375,7 @@ fn phase_result(meta: PhaseMeta<'_>, m: &Measured) -> PhaseResult {
 /// component (in this order) that any frame of its stack belongs to.
 const PERF_COMPONENTS: &[(&str, &[&str])] = &[
     (
-        "tracing: the request span and one log line per request",
+        "tracing: the request span and its fields",
         &[
             "tracing_subscriber",
             "tracing_core::event",
