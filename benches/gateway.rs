@@ -1941,16 +1941,22 @@ impl Run {
         };
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let pid = gateway.pid;
+        // Redis and the broker too: if throughput drifts, whose cost grew?
+        let (redis, broker) = (self.probes.redis, self.probes.broker);
         let sampler = tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => samples.push((
-                        origin.elapsed().as_secs_f64(),
-                        status_mib(pid, "VmRSS:"),
-                        cpu_seconds(Some(pid)),
-                    )),
+                    _ = tick.tick() => samples.push(SoakSample {
+                        at: origin.elapsed().as_secs_f64(),
+                        rss: status_mib(pid, "VmRSS:"),
+                        cpu: cpu_seconds(Some(pid)),
+                        redis_rss: redis.and_then(|p| status_mib(p, "VmRSS:")),
+                        redis_cpu: cpu_seconds(redis),
+                        broker_rss: broker.and_then(|p| status_mib(p, "VmRSS:")),
+                        broker_cpu: cpu_seconds(broker),
+                    }),
                     _ = &mut stop_rx => return samples,
                 }
             }
@@ -1994,8 +2000,18 @@ impl Run {
         let sample_at = |t: f64| {
             samples
                 .iter()
-                .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))
+                .min_by(|a, b| (a.at - t).abs().total_cmp(&(b.at - t).abs()))
                 .copied()
+        };
+        let cpu_pct = |start: Option<SoakSample>,
+                       end: Option<SoakSample>,
+                       cpu: fn(&SoakSample) -> Option<f64>| {
+            match (start, end) {
+                (Some(a), Some(b)) if b.at > a.at => {
+                    Some(100.0 * (cpu(&b)? - cpu(&a)?) / (b.at - a.at))
+                }
+                _ => None,
+            }
         };
         let minutes = (seconds / 60.0).ceil() as usize;
         let rows: Vec<SoakMinute> = (0..minutes)
@@ -2009,21 +2025,19 @@ impl Run {
                     .map(|s| s.ok)
                     .sum();
                 let (start, end) = (sample_at(from), sample_at(to));
-                let cpu_pct = match (start, end) {
-                    (Some((t0, _, Some(c0))), Some((t1, _, Some(c1)))) if t1 > t0 => {
-                        Some(100.0 * (c1 - c0) / (t1 - t0))
-                    }
-                    _ => None,
-                };
                 SoakMinute {
                     minute: m + 1,
                     events_per_s: events as f64 / (to - from).max(f64::MIN_POSITIVE),
-                    rss_mib: end.and_then(|e| e.1),
-                    cpu_pct,
+                    rss_mib: end.and_then(|e| e.rss),
+                    cpu_pct: cpu_pct(start, end, |s| s.cpu),
+                    redis_rss_mib: end.and_then(|e| e.redis_rss),
+                    redis_cpu_pct: cpu_pct(start, end, |s| s.redis_cpu),
+                    broker_rss_mib: end.and_then(|e| e.broker_rss),
+                    broker_cpu_pct: cpu_pct(start, end, |s| s.broker_cpu),
                 }
             })
             .collect();
-        let rss = |t: f64| sample_at(t).and_then(|s| s.1);
+        let rss = |t: f64| sample_at(t).and_then(|s| s.rss);
         let summary = SoakSummary {
             kind: "soak",
             run_id: self.run_id.clone(),
@@ -2034,7 +2048,7 @@ impl Run {
             rss_mib_after_first_minute: rss(60.0_f64.min(seconds)),
             rss_mib_at_half: rss(seconds / 2.0),
             rss_mib_end: rss(seconds),
-            rss_mib_max: samples.iter().filter_map(|s| s.1).reduce(f64::max),
+            rss_mib_max: samples.iter().filter_map(|s| s.rss).reduce(f64::max),
             peak_rss_mib: peak_rss,
             minutes: rows,
         };
@@ -2067,6 +2081,22 @@ struct SoakMinute {
     events_per_s: f64,
     rss_mib: Option<f64>,
     cpu_pct: Option<f64>,
+    redis_rss_mib: Option<f64>,
+    redis_cpu_pct: Option<f64>,
+    broker_rss_mib: Option<f64>,
+    broker_cpu_pct: Option<f64>,
+}
+
+/// One second of the soak: when, and the RSS and CPU-seconds of the gateway, Redis, broker.
+#[derive(Debug, Clone, Copy)]
+struct SoakSample {
+    at: f64,
+    rss: Option<f64>,
+    cpu: Option<f64>,
+    redis_rss: Option<f64>,
+    redis_cpu: Option<f64>,
+    broker_rss: Option<f64>,
+    broker_cpu: Option<f64>,
 }
 
 fn soak_markdown(md: &mut String, s: &SoakSummary) {
@@ -2080,7 +2110,8 @@ fn soak_markdown(md: &mut String, s: &SoakSummary) {
          One gateway, {} keep-alive connections posting unique events closed-loop for {:.0} s: \
          {:.0} ev/s, {} unexpected answers. RSS (MiB) after the first minute {}, at half time {}, \
          at the end {}, highest sample {}, peak (VmHWM) {}; over the second half: {drift}.\n\n\
-         | minute | ev/s | gateway RSS MiB at its end | gateway CPU % |\n|---:|---:|---:|---:|",
+         | minute | ev/s | gateway RSS MiB at its end | gateway CPU % | Redis RSS MiB | Redis CPU % \
+         | broker RSS MiB | broker CPU % |\n|---:|---:|---:|---:|---:|---:|---:|---:|",
         s.duration_s,
         s.window,
         s.window,
@@ -2096,11 +2127,15 @@ fn soak_markdown(md: &mut String, s: &SoakSummary) {
     for m in &s.minutes {
         let _ = writeln!(
             md,
-            "| {} | {:.0} | {} | {} |",
+            "| {} | {:.0} | {} | {} | {} | {} | {} | {} |",
             m.minute,
             m.events_per_s,
             fmt_opt(m.rss_mib, 1),
-            fmt_opt(m.cpu_pct, 0)
+            fmt_opt(m.cpu_pct, 0),
+            fmt_opt(m.redis_rss_mib, 0),
+            fmt_opt(m.redis_cpu_pct, 0),
+            fmt_opt(m.broker_rss_mib, 0),
+            fmt_opt(m.broker_cpu_pct, 0)
         );
     }
 }
