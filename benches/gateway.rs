@@ -921,6 +921,77 @@ fn readyz(addr: SocketAddr) -> bool {
     stream.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
 }
 
+/// The RSS and CPU-seconds of the gateway, Redis and the broker at one moment of a phase.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Seconds since the phase's origin.
+    at: f64,
+    rss: Option<f64>,
+    cpu: Option<f64>,
+    redis_rss: Option<f64>,
+    redis_cpu: Option<f64>,
+    broker_rss: Option<f64>,
+    broker_cpu: Option<f64>,
+}
+
+/// Samples the probed processes once a second until stopped (overload and soak timelines).
+struct Sampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<Sample>>,
+}
+
+impl Sampler {
+    fn start(origin: Instant, probes: Probes) -> Sampler {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let rss = |pid: Option<u32>| pid.and_then(|p| status_mib(p, "VmRSS:"));
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => samples.push(Sample {
+                        at: origin.elapsed().as_secs_f64(),
+                        rss: rss(probes.gateway),
+                        cpu: cpu_seconds(probes.gateway),
+                        redis_rss: rss(probes.redis),
+                        redis_cpu: cpu_seconds(probes.redis),
+                        broker_rss: rss(probes.broker),
+                        broker_cpu: cpu_seconds(probes.broker),
+                    }),
+                    _ = &mut stopped => return samples,
+                }
+            }
+        });
+        Sampler { stop, task }
+    }
+
+    async fn stop(self) -> anyhow::Result<Samples> {
+        let _ = self.stop.send(());
+        Ok(Samples(self.task.await?))
+    }
+}
+
+struct Samples(Vec<Sample>);
+
+impl Samples {
+    /// The sample nearest to `t` seconds.
+    fn at(&self, t: f64) -> Option<Sample> {
+        self.0
+            .iter()
+            .min_by(|a, b| (a.at - t).abs().total_cmp(&(b.at - t).abs()))
+            .copied()
+    }
+
+    /// CPU use between the samples nearest to `from` and `to`, in % of one core.
+    fn cpu_pct(&self, from: f64, to: f64, cpu: fn(&Sample) -> Option<f64>) -> Option<f64> {
+        let (a, b) = (self.at(from)?, self.at(to)?);
+        if b.at <= a.at {
+            return None;
+        }
+        Some(100.0 * (cpu(&b)? - cpu(&a)?) / (b.at - a.at))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTP load.
 
@@ -1774,23 +1845,7 @@ impl Run {
             gateway: Some(gateway.pid),
             ..self.probes
         };
-        // Memory and CPU of the gateway, once a second.
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let pid = gateway.pid;
-        let sampler = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => samples.push((
-                        origin.elapsed().as_secs_f64(),
-                        status_mib(pid, "VmRSS:"),
-                        cpu_seconds(Some(pid)),
-                    )),
-                    _ = &mut stop_rx => return samples,
-                }
-            }
-        });
+        let sampler = Sampler::start(origin, probes);
         let rate = 4.0 * sustainable;
         let calm = self.args.calm_secs;
         let crowd = self.args.overload_connections.unwrap_or(4 * cap);
@@ -1838,8 +1893,7 @@ impl Run {
             segments.push(result.clone());
             self.push(result)?;
         }
-        let _ = stop_tx.send(());
-        let samples = sampler.await?;
+        let samples = sampler.stop().await?;
         let peak_rss = gateway.peak_rss_mib();
         gateway.stop().await?;
         self.cleanup(&topic, &prefix).await;
@@ -1853,19 +1907,7 @@ impl Run {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                // CPU and RSS from the samples around second i.
-                let at = |t: f64| {
-                    samples
-                        .iter()
-                        .min_by(|a, b| (a.0 - t).abs().total_cmp(&(b.0 - t).abs()))
-                };
-                let (start, end) = (at(i as f64), at(i as f64 + 1.0));
-                let cpu_pct = match (start, end) {
-                    (Some((t0, _, Some(c0))), Some((t1, _, Some(c1)))) if t1 > t0 => {
-                        Some(100.0 * (c1 - c0) / (t1 - t0))
-                    }
-                    _ => None,
-                };
+                let (from, to) = (i as f64, i as f64 + 1.0);
                 TimelineSecond {
                     second: i,
                     ok: s.ok,
@@ -1874,8 +1916,8 @@ impl Run {
                     skipped: s.skipped,
                     ok_p99_ms: (!s.ok_latency.is_empty())
                         .then(|| s.ok_latency.value_at_quantile(0.99) as f64 / 1000.0),
-                    rss_mib: end.and_then(|e| e.1),
-                    cpu_pct,
+                    rss_mib: samples.at(to).and_then(|e| e.rss),
+                    cpu_pct: samples.cpu_pct(from, to, |s| s.cpu),
                 }
             })
             .collect();
@@ -1939,28 +1981,8 @@ impl Run {
             gateway: Some(gateway.pid),
             ..self.probes
         };
-        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let pid = gateway.pid;
         // Redis and the broker too: if throughput drifts, whose cost grew?
-        let (redis, broker) = (self.probes.redis, self.probes.broker);
-        let sampler = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => samples.push(SoakSample {
-                        at: origin.elapsed().as_secs_f64(),
-                        rss: status_mib(pid, "VmRSS:"),
-                        cpu: cpu_seconds(Some(pid)),
-                        redis_rss: redis.and_then(|p| status_mib(p, "VmRSS:")),
-                        redis_cpu: cpu_seconds(redis),
-                        broker_rss: broker.and_then(|p| status_mib(p, "VmRSS:")),
-                        broker_cpu: cpu_seconds(broker),
-                    }),
-                    _ = &mut stop_rx => return samples,
-                }
-            }
-        });
+        let sampler = Sampler::start(origin, probes);
         let measured_window = Window::starting_now(0.0, seconds);
         let load = HttpLoad {
             addr: gateway.addr,
@@ -1986,8 +2008,7 @@ impl Run {
             },
             &measured,
         );
-        let _ = stop_tx.send(());
-        let samples = sampler.await?;
+        let samples = sampler.stop().await?;
         let peak_rss = gateway.peak_rss_mib();
         gateway.stop().await?;
         self.cleanup(&topic, &prefix).await;
@@ -1997,22 +2018,6 @@ impl Run {
             .unwrap_or_else(|e| e.into_inner());
 
         // One row per minute: events answered, RSS at its end, CPU over it.
-        let sample_at = |t: f64| {
-            samples
-                .iter()
-                .min_by(|a, b| (a.at - t).abs().total_cmp(&(b.at - t).abs()))
-                .copied()
-        };
-        let cpu_pct = |start: Option<SoakSample>,
-                       end: Option<SoakSample>,
-                       cpu: fn(&SoakSample) -> Option<f64>| {
-            match (start, end) {
-                (Some(a), Some(b)) if b.at > a.at => {
-                    Some(100.0 * (cpu(&b)? - cpu(&a)?) / (b.at - a.at))
-                }
-                _ => None,
-            }
-        };
         let minutes = (seconds / 60.0).ceil() as usize;
         let rows: Vec<SoakMinute> = (0..minutes)
             .map(|m| {
@@ -2024,20 +2029,20 @@ impl Run {
                     .take((to - from).ceil() as usize)
                     .map(|s| s.ok)
                     .sum();
-                let (start, end) = (sample_at(from), sample_at(to));
+                let end = samples.at(to);
                 SoakMinute {
                     minute: m + 1,
                     events_per_s: events as f64 / (to - from).max(f64::MIN_POSITIVE),
                     rss_mib: end.and_then(|e| e.rss),
-                    cpu_pct: cpu_pct(start, end, |s| s.cpu),
+                    cpu_pct: samples.cpu_pct(from, to, |s| s.cpu),
                     redis_rss_mib: end.and_then(|e| e.redis_rss),
-                    redis_cpu_pct: cpu_pct(start, end, |s| s.redis_cpu),
+                    redis_cpu_pct: samples.cpu_pct(from, to, |s| s.redis_cpu),
                     broker_rss_mib: end.and_then(|e| e.broker_rss),
-                    broker_cpu_pct: cpu_pct(start, end, |s| s.broker_cpu),
+                    broker_cpu_pct: samples.cpu_pct(from, to, |s| s.broker_cpu),
                 }
             })
             .collect();
-        let rss = |t: f64| sample_at(t).and_then(|s| s.rss);
+        let rss = |t: f64| samples.at(t).and_then(|s| s.rss);
         let summary = SoakSummary {
             kind: "soak",
             run_id: self.run_id.clone(),
@@ -2048,7 +2053,7 @@ impl Run {
             rss_mib_after_first_minute: rss(60.0_f64.min(seconds)),
             rss_mib_at_half: rss(seconds / 2.0),
             rss_mib_end: rss(seconds),
-            rss_mib_max: samples.iter().filter_map(|s| s.rss).reduce(f64::max),
+            rss_mib_max: samples.0.iter().filter_map(|s| s.rss).reduce(f64::max),
             peak_rss_mib: peak_rss,
             minutes: rows,
         };
@@ -2085,18 +2090,6 @@ struct SoakMinute {
     redis_cpu_pct: Option<f64>,
     broker_rss_mib: Option<f64>,
     broker_cpu_pct: Option<f64>,
-}
-
-/// One second of the soak: when, and the RSS and CPU-seconds of the gateway, Redis, broker.
-#[derive(Debug, Clone, Copy)]
-struct SoakSample {
-    at: f64,
-    rss: Option<f64>,
-    cpu: Option<f64>,
-    redis_rss: Option<f64>,
-    redis_cpu: Option<f64>,
-    broker_rss: Option<f64>,
-    broker_cpu: Option<f64>,
 }
 
 fn soak_markdown(md: &mut String, s: &SoakSummary) {
