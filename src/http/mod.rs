@@ -40,7 +40,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What every handler can reach. Handlers get it behind one `Arc`, so extracting it costs one
 /// reference count rather than one per field.
-#[derive(Clone)]
 pub struct AppState {
     pub pipeline: Pipeline,
     pub store: Arc<dyn IdempotencyStore>,
