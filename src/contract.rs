@@ -12,7 +12,7 @@ use utoipa::ToSchema;
     "status": "persisted", "topic": "orders", "partition": 2, "offset": 1234,
     "timestamp": "2026-11-23T14:00:00.123Z", "idempotency_key": "7f1c9a0e-order-1001"
 }))]
-pub struct Persisted {
+pub(crate) struct Persisted {
     /// Always `persisted`.
     pub status: String,
     pub topic: String,
@@ -30,7 +30,7 @@ pub struct Persisted {
     "detail": "Kafka has not answered yet; the delivery goes on. Poll the status link.",
     "links": {"status": "/v1/topics/orders/events/7f1c9a0e-order-1001"}
 }))]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// Always `accepted`.
     pub status: String,
     pub topic: String,
@@ -41,20 +41,20 @@ pub struct Accepted {
 
 /// Where to follow an accepted event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct StatusLinks {
+pub(crate) struct StatusLinks {
     /// `GET` this for the outcome (also sent as `Location`).
     pub status: String,
 }
 
 /// The current outcome of an event, by idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "state": "persisted", "topic": "orders", "idempotency_key": "7f1c9a0e-order-1001",
     "answer_status": 201,
     "answer": {"status": "persisted", "topic": "orders", "partition": 2, "offset": 1234,
                "timestamp": "2026-11-23T14:00:00.123Z", "idempotency_key": "7f1c9a0e-order-1001"}
 }))]
-pub struct EventStatus {
+pub(crate) struct EventStatus {
     /// `in_flight`, `persisted`, `failed` (may be in Kafka; pinned until an operator acts) or
     /// `not_persisted` (certainly not written; sending it again publishes it).
     pub state: String,
@@ -64,11 +64,11 @@ pub struct EventStatus {
     pub answer_status: Option<u16>,
     /// The final answer's body: a `Persisted` body or a problem document.
     #[schema(value_type = Option<Object>)]
-    pub answer: Option<serde_json::Value>,
+    pub answer: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// The path of an event's status resource; the key is percent-encoded as a path segment.
-pub fn status_path(topic: &str, key: &str) -> String {
+pub(crate) fn status_path(topic: &str, key: &str) -> String {
     let mut encoded = String::with_capacity(key.len());
     for byte in key.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
@@ -82,7 +82,7 @@ pub fn status_path(topic: &str, key: &str) -> String {
 
 /// Every kind of error, with its HTTP status and stable machine-readable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProblemCode {
+pub(crate) enum ProblemCode {
     MissingIdempotencyKey,
     InvalidIdempotencyKey,
     InvalidTopic,
@@ -114,7 +114,7 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// The stable code, also the last part of the problem `type`.
-    pub fn slug(self) -> &'static str {
+    pub(crate) fn slug(self) -> &'static str {
         use ProblemCode::*;
         match self {
             MissingIdempotencyKey => "missing-idempotency-key",
@@ -147,7 +147,7 @@ impl ProblemCode {
         }
     }
 
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         use ProblemCode::*;
         match self {
             MissingIdempotencyKey
@@ -174,7 +174,7 @@ impl ProblemCode {
         }
     }
 
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         use ProblemCode::*;
         match self {
             MissingIdempotencyKey => "Idempotency-Key header is missing",
@@ -210,7 +210,7 @@ impl ProblemCode {
 
 /// Links to related resources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Links {
+pub(crate) struct Links {
     /// The failure record of this event: `/v1/failures/{id}`.
     pub failure: String,
 }
@@ -224,7 +224,7 @@ pub struct Links {
     "persistence": "possibly_persisted", "topic": "orders", "idempotency_key": "7f1c9a0e-order-1001",
     "failure_id": "01JD3Q4ZJ8M3S6Y5F3N2W1V0TA", "links": {"failure": "/v1/failures/01JD3Q4ZJ8M3S6Y5F3N2W1V0TA"}
 }))]
-pub struct Problem {
+pub(crate) struct Problem {
     /// `urn:ackgate:problem:<code>`.
     #[serde(rename = "type")]
     pub problem_type: String,
@@ -250,7 +250,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         Problem {
             problem_type: format!("urn:ackgate:problem:{}", code.slug()),
             title: code.title().to_owned(),

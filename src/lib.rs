@@ -23,15 +23,15 @@
 //! serves until a shutdown signal, then drains and flushes.
 
 pub mod audit;
-pub mod contract;
+mod contract;
 pub mod dev;
 pub mod event;
-pub mod failures;
+mod failures;
 pub mod http;
 pub mod idempotency;
-pub mod pipeline;
+mod pipeline;
 pub mod publisher;
-pub mod server;
+mod server;
 pub mod settings;
 pub mod telemetry;
 
@@ -46,7 +46,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::failures::{FailureStore, MemoryFailureStore, RedisFailureStore, Spool};
-use crate::http::AppState;
+use crate::http::{AppState, BodyLimits};
 use crate::idempotency::{IdempotencyStore, Lifetimes, MemoryStore, RedisStore};
 use crate::pipeline::{DeadLetters, Pipeline};
 use crate::publisher::{Publisher, PublisherConfig};
@@ -77,6 +77,10 @@ pub struct Application {
     tasks: TaskTracker,
     settings: Settings,
     dead_letter_queue: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    /// The parts shutdown and the background jobs need beside the router's state.
+    publisher: Arc<Publisher>,
+    failures: Arc<dyn FailureStore>,
+    spool: Spool,
 }
 
 impl Application {
@@ -130,27 +134,25 @@ impl Application {
         } else {
             (None, None)
         };
-        let pipeline = Pipeline::new(
-            store.clone(),
-            failures.clone(),
-            spool.clone(),
-            publisher.clone(),
-            tasks.clone(),
-            settings.wait_timeout(),
+        let pipeline = Pipeline::new(pipeline::Parts {
+            store,
+            failures: failures.clone(),
+            spool: spool.clone(),
+            publisher: publisher.clone(),
+            tasks: tasks.clone(),
+            wait_timeout: settings.wait_timeout(),
             dead_letters,
-        );
+        });
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("could not listen on {}", settings.listen))?;
         let state = AppState {
             pipeline,
-            store,
-            failures,
-            spool,
-            publisher,
             metrics: telemetry::metrics_handle(),
-            max_body_bytes: settings.max_body_bytes,
-            body_read_timeout: settings.body_read_timeout(),
+            body_limits: BodyLimits {
+                max_bytes: settings.max_body_bytes,
+                read_timeout: settings.body_read_timeout(),
+            },
             max_in_flight: settings.max_in_flight,
         };
         Ok(Application {
@@ -159,13 +161,16 @@ impl Application {
             tasks,
             settings,
             dead_letter_queue,
+            publisher,
+            failures,
+            spool,
         })
     }
 
-    /// The shared publisher (tests use it to inject producer faults).
-    #[doc(hidden)]
-    pub fn publisher(&self) -> Arc<Publisher> {
-        self.state.publisher.clone()
+    /// A handle that forces producer faults, for tests of the healing path.
+    #[cfg(feature = "test-hooks")]
+    pub fn fault_injector(&self) -> publisher::FaultInjector {
+        publisher::FaultInjector::new(self.publisher.clone())
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -187,9 +192,11 @@ impl Application {
             tasks,
             settings,
             dead_letter_queue,
+            publisher,
+            failures,
+            spool,
         } = self;
-        let publisher = state.publisher.clone();
-        self::warn_about_store(&state).await;
+        self::warn_about_store(&state.pipeline).await;
         // The Prometheus recorder only drains its histogram samples on upkeep (or a scrape):
         // without this, memory grows with every request until /metrics is scraped.
         let upkeep = {
@@ -202,10 +209,7 @@ impl Application {
                 }
             })
         };
-        let maintenance = tokio::spawn(failures::maintain(
-            state.failures.clone(),
-            state.spool.clone(),
-        ));
+        let maintenance = tokio::spawn(failures::maintain(failures, spool));
         let mirroring = dead_letter_queue
             .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
         let grace = settings.shutdown_grace();
@@ -257,8 +261,8 @@ impl Application {
     }
 }
 
-async fn warn_about_store(state: &AppState) {
-    match tokio::time::timeout(Duration::from_secs(3), state.store.health()).await {
+async fn warn_about_store(pipeline: &Pipeline) {
+    match tokio::time::timeout(Duration::from_secs(3), pipeline.store_health()).await {
         Ok(Ok(health)) => {
             for warning in health.warnings {
                 tracing::warn!("{warning}");

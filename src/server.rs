@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 /// Limits on what one client can hold.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
@@ -32,7 +32,7 @@ pub struct ConnectionLimits {
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and waits up to
 /// `grace` for open connections to finish their requests. Returns whether they all did.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,

@@ -467,7 +467,7 @@ async fn a_broker_that_lost_the_producer_state_does_not_wedge_the_gateway() {
 /// An app plus a handle on its publisher, for fault injection.
 struct Application {
     app: TestApp,
-    publisher: std::sync::Arc<ackgate::publisher::Publisher>,
+    publisher: ackgate::publisher::FaultInjector,
 }
 
 impl Application {

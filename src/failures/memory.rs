@@ -13,7 +13,7 @@ use super::{
 
 /// An in-memory failure store; ids are ULIDs, so the map is in time order.
 #[derive(Debug, Default)]
-pub struct MemoryFailureStore {
+pub(crate) struct MemoryFailureStore {
     records: Mutex<BTreeMap<String, FailureRecord>>,
 }
 

@@ -16,21 +16,21 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use self::memory::MemoryFailureStore;
-pub use self::redis::RedisFailureStore;
-pub use self::spool::Spool;
+pub(crate) use self::memory::MemoryFailureStore;
+pub(crate) use self::redis::RedisFailureStore;
+pub(crate) use self::spool::Spool;
 use crate::event::{Event, IdempotencyKey, TopicName};
 
 /// Bytes as JSON: UTF-8 text where it is, base64 otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "encoding", content = "data", rename_all = "lowercase")]
-pub enum Payload {
+pub(crate) enum Payload {
     Utf8(String),
     Base64(String),
 }
 
 impl Payload {
-    pub fn new(bytes: &[u8]) -> Self {
+    pub(crate) fn new(bytes: &[u8]) -> Self {
         match std::str::from_utf8(bytes) {
             Ok(text) => Payload::Utf8(text.to_owned()),
             Err(_) => Payload::Base64(BASE64.encode(bytes)),
@@ -39,7 +39,7 @@ impl Payload {
 }
 
 impl Payload {
-    pub fn to_bytes(&self) -> Result<bytes::Bytes, String> {
+    pub(crate) fn to_bytes(&self) -> Result<bytes::Bytes, String> {
         match self {
             Payload::Utf8(text) => Ok(bytes::Bytes::copy_from_slice(text.as_bytes())),
             Payload::Base64(data) => BASE64
@@ -52,14 +52,14 @@ impl Payload {
 
 /// A record header as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct StoredHeader {
+pub(crate) struct StoredHeader {
     pub name: String,
     pub value: Payload,
 }
 
 /// The event exactly as it was to be published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct StoredEvent {
+pub(crate) struct StoredEvent {
     pub topic: String,
     pub idempotency_key: String,
     /// The record key (`Kafka-Key`), if any.
@@ -92,7 +92,7 @@ impl From<&Event> for StoredEvent {
 
 impl StoredEvent {
     /// The event again, exactly as it was first to be published.
-    pub fn to_event(&self) -> Result<Event, String> {
+    pub(crate) fn to_event(&self) -> Result<Event, String> {
         Ok(Event {
             topic: TopicName::parse(&self.topic)?,
             idempotency_key: IdempotencyKey::parse(self.idempotency_key.as_bytes())?,
@@ -111,7 +111,7 @@ impl StoredEvent {
 /// Where a failure record stands in the operator's loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum FailureState {
+pub(crate) enum FailureState {
     /// Waiting for an operator.
     Open,
     /// An operator's retry is publishing it right now.
@@ -123,7 +123,7 @@ pub enum FailureState {
 }
 
 impl FailureState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureState::Open => "open",
             FailureState::Retrying => "retrying",
@@ -151,7 +151,7 @@ impl std::str::FromStr for FailureState {
 
 /// How an operator closed a failure record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Resolution {
+pub(crate) struct Resolution {
     /// `retried` (published by an operator's retry), `already_persisted` (a client's retry
     /// published it first) or `discarded`.
     pub action: String,
@@ -168,7 +168,7 @@ pub struct Resolution {
 
 /// The error that ended the delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FailureError {
+pub(crate) struct FailureError {
     /// librdkafka's error code name, e.g. `MessageTimedOut`.
     pub code: String,
     /// The gateway's class of the error, e.g. `timed_out`, `unavailable`.
@@ -179,7 +179,7 @@ pub struct FailureError {
 
 /// One event that Kafka did not acknowledge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FailureRecord {
+pub(crate) struct FailureRecord {
     /// Sortable unique id (ULID).
     pub id: String,
     pub state: FailureState,
@@ -205,7 +205,7 @@ pub struct FailureRecord {
 
 /// The copy of a failed event in its dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     /// `<topic>.dlt`.
     pub topic: String,
     pub partition: i32,
@@ -214,14 +214,14 @@ pub struct DeadLetter {
 
 /// Which records to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FailureFilter {
+pub(crate) struct FailureFilter {
     pub topic: Option<String>,
     pub state: Option<FailureState>,
 }
 
 /// One page of records, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FailurePage {
+pub(crate) struct FailurePage {
     pub items: Vec<FailureRecord>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -229,7 +229,7 @@ pub struct FailurePage {
 
 /// Figures for the metrics and alerts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FailureStats {
+pub(crate) struct FailureStats {
     pub open: u64,
     /// Creation time of the oldest open record, in milliseconds since the epoch.
     pub oldest_open_ms: Option<u64>,
@@ -237,7 +237,7 @@ pub struct FailureStats {
 
 /// The failure store could not answer.
 #[derive(Debug, thiserror::Error)]
-pub enum FailureStoreError {
+pub(crate) enum FailureStoreError {
     #[error("the failure store is unreachable")]
     Unavailable(#[source] ::redis::RedisError),
     #[error("a stored failure record could not be read")]
@@ -246,7 +246,7 @@ pub enum FailureStoreError {
 
 /// Where failure records live: Redis in production, memory under `ackgate dev`.
 #[async_trait]
-pub trait FailureStore: Send + Sync + 'static {
+pub(crate) trait FailureStore: Send + Sync + 'static {
     /// Stores a new record durably.
     async fn insert(&self, record: &FailureRecord) -> Result<(), FailureStoreError>;
     /// Reads one record.
@@ -273,7 +273,7 @@ pub trait FailureStore: Send + Sync + 'static {
 }
 
 /// Milliseconds since the epoch encoded in a ULID id.
-pub fn id_time_ms(id: &str) -> Option<u64> {
+pub(crate) fn id_time_ms(id: &str) -> Option<u64> {
     ulid::Ulid::from_string(id).ok().map(|id| id.timestamp_ms())
 }
 
@@ -283,7 +283,7 @@ const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// Runs forever: imports spooled records once the store answers, and keeps the gauges
 /// `ackgate_failure_records_open`, `ackgate_failure_records_oldest_open_age_seconds` and
 /// `ackgate_failure_spool_records` current. Every replica reports the same store-wide figures.
-pub async fn maintain(store: std::sync::Arc<dyn FailureStore>, spool: Spool) {
+pub(crate) async fn maintain(store: std::sync::Arc<dyn FailureStore>, spool: Spool) {
     let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

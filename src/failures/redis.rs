@@ -48,7 +48,7 @@ return 1
 
 /// The Redis-backed failure store.
 #[derive(Clone)]
-pub struct RedisFailureStore {
+pub(crate) struct RedisFailureStore {
     conn: ConnectionManager,
     prefix: String,
     insert: Script,
@@ -56,7 +56,7 @@ pub struct RedisFailureStore {
 }
 
 impl RedisFailureStore {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub(crate) fn new(conn: ConnectionManager, prefix: &str) -> Self {
         RedisFailureStore {
             conn,
             prefix: prefix.to_owned(),

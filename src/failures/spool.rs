@@ -17,26 +17,26 @@ use super::{FailureRecord, FailureStore};
 
 /// A spool file, one per gateway process.
 #[derive(Debug, Clone)]
-pub struct Spool {
+pub(crate) struct Spool {
     path: Arc<PathBuf>,
     /// Appends and imports never interleave.
     lock: Arc<Mutex<()>>,
 }
 
 impl Spool {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
         Spool {
             path: Arc::new(path.into()),
             lock: Arc::new(Mutex::new(())),
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Appends one record and waits until it is on disk.
-    pub async fn append(&self, record: &FailureRecord) -> io::Result<()> {
+    pub(crate) async fn append(&self, record: &FailureRecord) -> io::Result<()> {
         let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
         line.push(b'\n');
         let _guard = self.lock.lock().await;
@@ -51,14 +51,14 @@ impl Spool {
     }
 
     /// Records waiting in the spool.
-    pub async fn len(&self) -> io::Result<usize> {
+    pub(crate) async fn len(&self) -> io::Result<usize> {
         let _guard = self.lock.lock().await;
         Ok(self.read().await?.len())
     }
 
     /// Moves every spooled record into `store`. Returns how many were imported; records the
     /// store refused stay in the spool for the next attempt.
-    pub async fn import_into(&self, store: &dyn FailureStore) -> io::Result<usize> {
+    pub(crate) async fn import_into(&self, store: &dyn FailureStore) -> io::Result<usize> {
         let _guard = self.lock.lock().await;
         let records = self.read().await?;
         if records.is_empty() {

@@ -15,26 +15,26 @@ pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An error answer.
 #[derive(Debug)]
-pub struct ApiError {
+pub(super) struct ApiError {
     // Boxed: errors travel through every `Result` of request parsing, keep them one pointer.
     problem: Box<Problem>,
     retry_after: Option<Duration>,
 }
 
 impl ApiError {
-    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
+    pub(super) fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         ApiError {
             problem: Box::new(Problem::new(code, detail)),
             retry_after: None,
         }
     }
 
-    pub fn retry_after(mut self, after: Duration) -> Self {
+    pub(super) fn retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
     }
 
-    pub fn code(&self) -> &str {
+    pub(super) fn code(&self) -> &str {
         &self.problem.code
     }
 }

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::error::{ApiError, json_response};
+use super::error::ApiError;
+use super::render;
 use crate::contract::{Problem, ProblemCode};
 use crate::failures::{FailureFilter, FailurePage, FailureRecord, FailureState};
 use crate::pipeline::{OperatorError, RetryOutcome};
@@ -94,8 +95,8 @@ pub(crate) async fn list_failures(
         state: filter_state,
     };
     state
-        .failures
-        .list(&filter, query.cursor.as_deref(), limit)
+        .pipeline
+        .list_failures(&filter, query.cursor.as_deref(), limit)
         .await
         .map(Json)
         .map_err(|error| {
@@ -124,7 +125,7 @@ pub(crate) async fn get_failure(
     if ulid::Ulid::from_string(&id).is_err() {
         return Err(not_found());
     }
-    match state.failures.get(&id).await {
+    match state.pipeline.failure(&id).await {
         Ok(Some(record)) => Ok(Json(record)),
         Ok(None) => Err(not_found()),
         Err(error) => {
@@ -176,12 +177,8 @@ pub(crate) async fn retry_failure(
     };
     let by = request.by.unwrap_or_else(|| "operator".to_owned());
     match state.pipeline.retry_failure(&id, &by).await {
-        Ok(RetryOutcome::Resolved(record)) => Ok(Json(record).into_response()),
-        Ok(RetryOutcome::Failed(_, answer)) => Ok(json_response(
-            answer.response.status,
-            answer.response.body,
-            answer.retry_after,
-        )),
+        Ok(RetryOutcome::Resolved(record)) => Ok(Json(*record).into_response()),
+        Ok(RetryOutcome::Failed(failure)) => Ok(render::failure(&failure)),
         Err(error) => Err(operator_error(error)),
     }
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::pipeline::Readiness as Dependencies;
 
 /// How long a readiness check may wait for each dependency.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -62,10 +63,11 @@ pub(crate) async fn healthz() -> Json<Alive> {
         (status = 503, description = "Not ready; `checks` says why", body = Readiness),
     ))]
 pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let (redis, kafka) = tokio::join!(
-        tokio::time::timeout(CHECK_TIMEOUT, state.store.health()),
-        tokio::time::timeout(CHECK_TIMEOUT, state.publisher.health()),
-    );
+    let Dependencies {
+        store: redis,
+        kafka,
+        producer_fatal,
+    } = state.pipeline.readiness(CHECK_TIMEOUT).await;
     let mut warnings = Vec::new();
     let redis = match redis {
         Ok(Ok(health)) => {
@@ -80,7 +82,7 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
         Ok(Ok(_)) => failed("Kafka metadata lists no brokers".to_owned()),
         Ok(Err(_)) | Err(_) => failed("Kafka metadata could not be read".to_owned()),
     };
-    if state.publisher.is_fatal() {
+    if producer_fatal {
         warnings.push("the Kafka producer hit a fatal error".to_owned());
     }
     let ready = redis.status == "ok" && kafka.status == "ok";

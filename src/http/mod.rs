@@ -1,12 +1,23 @@
 //! The HTTP surface: routes, middleware and the translation of outcomes into responses.
 //!
 //! Nothing here decides anything about Kafka or idempotency; handlers parse, call the
-//! [`Pipeline`], and translate its answer.
+//! [`Pipeline`] (never the stores or the producer behind it), and render its typed answer.
+//!
+//! Routes come in three groups, each built by its own function with its own layers, so that a
+//! guard added to one group covers every route in it and none outside it:
+//! - [`client_routes`]: publishing events and reading their status;
+//! - [`operator_routes`]: the failure records an operator inspects, retries or discards;
+//! - [`operations_routes`]: health, readiness, metrics and the API documentation.
+//!
+//! [`router`] merges them under the layers every request shares (request id, trace span,
+//! panic catching, request metrics).
 
 mod error;
 mod events;
 mod failures;
 mod health;
+mod render;
+mod request;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,28 +40,21 @@ use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use self::error::ApiError;
+use self::error::ApiError;
+pub(crate) use self::request::BodyLimits;
 use crate::contract::ProblemCode;
-use crate::failures::{FailureStore, Spool};
-use crate::idempotency::IdempotencyStore;
 use crate::pipeline::Pipeline;
-use crate::publisher::Publisher;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What every handler can reach. Handlers get it behind one `Arc`, so extracting it costs one
 /// reference count rather than one per field.
-pub struct AppState {
-    pub pipeline: Pipeline,
-    pub store: Arc<dyn IdempotencyStore>,
-    pub failures: Arc<dyn FailureStore>,
-    pub spool: Spool,
-    pub publisher: Arc<Publisher>,
-    pub metrics: PrometheusHandle,
-    pub max_body_bytes: usize,
-    pub body_read_timeout: std::time::Duration,
+pub(crate) struct AppState {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) body_limits: BodyLimits,
     /// Most event requests in progress at once.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
 }
 
 /// The OpenAPI document, generated from the handlers and types.
@@ -97,43 +101,12 @@ pub struct AppState {
 pub struct ApiDoc;
 
 /// The whole application as a router, so tests can drive it without a socket.
-pub fn router(state: AppState) -> Router {
-    // Past the cap, shed at once rather than queue: a queued request holds its body in memory
-    // and would likely time out anyway.
-    let in_flight_cap = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: BoxError| async {
-            metrics::counter!("ackgate_requests_shed_total").increment(1);
-            ApiError::new(
-                ProblemCode::Overloaded,
-                "The gateway has as many requests in progress as it accepts. Nothing was \
-                 published; retry with the same Idempotency-Key.",
-            )
-            .retry_after(std::time::Duration::from_secs(1))
-        }))
-        .load_shed()
-        .concurrency_limit(state.max_in_flight);
-    let api = Router::new()
-        .route(
-            "/v1/topics/{topic}/events",
-            post(events::publish_event).layer(in_flight_cap),
-        )
-        .route(
-            "/v1/topics/{topic}/events/{idempotency_key}",
-            get(events::event_status),
-        )
-        .route("/v1/failures", get(failures::list_failures))
-        .route("/v1/failures/{id}", get(failures::get_failure))
-        .route("/v1/failures/{id}/retry", post(failures::retry_failure))
-        .route("/v1/failures/{id}/discard", post(failures::discard_failure))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(Arc::new(state));
-
+pub(crate) fn router(state: AppState) -> Router {
+    let state = Arc::new(state);
     Router::new()
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
-        .merge(api)
+        .merge(client_routes(state.clone()))
+        .merge(operator_routes(state.clone()))
+        .merge(operations_routes(state))
         .fallback(not_found)
         // Layers run outside-in from the bottom: the request id exists before the span that
         // logs it, and panics become problem documents inside the span.
@@ -171,6 +144,57 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUlid))
+}
+
+/// Publishing events and reading their status: what client services call.
+fn client_routes(state: Arc<AppState>) -> Router {
+    // Past the cap, shed at once rather than queue: a queued request holds its body in memory
+    // and would likely time out anyway.
+    let in_flight_cap = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async {
+            metrics::counter!("ackgate_requests_shed_total").increment(1);
+            ApiError::new(
+                ProblemCode::Overloaded,
+                "The gateway has as many requests in progress as it accepts. Nothing was \
+                 published; retry with the same Idempotency-Key.",
+            )
+            .retry_after(std::time::Duration::from_secs(1))
+        }))
+        .load_shed()
+        .concurrency_limit(state.max_in_flight);
+    Router::new()
+        .route(
+            "/v1/topics/{topic}/events",
+            post(events::publish_event).layer(in_flight_cap),
+        )
+        .route(
+            "/v1/topics/{topic}/events/{idempotency_key}",
+            get(events::event_status),
+        )
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The operator's loop over failure records.
+fn operator_routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/failures", get(failures::list_failures))
+        .route("/v1/failures/{id}", get(failures::get_failure))
+        .route("/v1/failures/{id}/retry", post(failures::retry_failure))
+        .route("/v1/failures/{id}/discard", post(failures::discard_failure))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// What the platform around the gateway reads: probes, metrics, the API description.
+fn operations_routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
 }
 
 /// Request ids are ULIDs: sortable by time in logs, and made from a thread-local generator

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::{
     Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Settlement, StoreError, StoreHealth,
-    StoredResponse,
+    StoredAnswer,
 };
 use crate::event::{IdempotencyKey, TopicName};
 
@@ -23,7 +23,7 @@ struct Record {
     attempt: u32,
     accepted: bool,
     /// `None` while in flight.
-    settled: Option<(Settlement, StoredResponse)>,
+    settled: Option<StoredAnswer>,
     lease_until: Instant,
     expires_at: Instant,
 }
@@ -32,14 +32,14 @@ type Records = HashMap<(TopicName, IdempotencyKey), Record>;
 
 /// An in-memory store with the same semantics as [`super::RedisStore`].
 #[derive(Debug)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     lifetimes: Lifetimes,
     records: Mutex<Records>,
     calls: AtomicU64,
 }
 
 impl MemoryStore {
-    pub fn new(lifetimes: Lifetimes) -> Self {
+    pub(crate) fn new(lifetimes: Lifetimes) -> Self {
         MemoryStore {
             lifetimes,
             records: Mutex::new(HashMap::new()),
@@ -103,10 +103,10 @@ impl IdempotencyStore for MemoryStore {
             if record.fingerprint != fingerprint {
                 return Claim::Mismatch;
             }
-            let reclaim = match &record.settled {
-                Some((Settlement::Released, _)) => true,
-                Some((Settlement::Failed, _)) => claimant == Claimant::Operator,
-                Some(_) => false,
+            let reclaim = match record.settled.as_ref().map(|answer| answer.settlement) {
+                Some(Settlement::Released) => true,
+                Some(Settlement::Failed) => claimant == Claimant::Operator,
+                Some(Settlement::Done) => false,
                 None => record.lease_until <= now,
             };
             if reclaim {
@@ -121,7 +121,7 @@ impl IdempotencyStore for MemoryStore {
                 };
             }
             match &record.settled {
-                Some((_, response)) => Claim::Replay(response.clone()),
+                Some(answer) => Claim::Replay(answer.clone()),
                 None => Claim::InFlight {
                     retry_after: record.lease_until - now,
                     accepted: record.accepted,
@@ -155,10 +155,7 @@ impl IdempotencyStore for MemoryStore {
         Ok(self.with_records(|records, now| {
             live(records, topic, key, now).map(|record| match &record.settled {
                 None => KeyStatus::InFlight,
-                Some((settlement, response)) => KeyStatus::Settled {
-                    settlement: *settlement,
-                    response: response.clone(),
-                },
+                Some(answer) => KeyStatus::Settled(answer.clone()),
             })
         }))
     }
@@ -168,14 +165,13 @@ impl IdempotencyStore for MemoryStore {
         topic: &TopicName,
         key: &IdempotencyKey,
         owner: &str,
-        settlement: Settlement,
-        response: &StoredResponse,
+        answer: &StoredAnswer,
     ) -> Result<bool, StoreError> {
         let ttl = self.lifetimes.ttl;
         Ok(
             self.with_records(|records, now| match live(records, topic, key, now) {
                 Some(record) if record.owner == owner && record.settled.is_none() => {
-                    record.settled = Some((settlement, response.clone()));
+                    record.settled = Some(answer.clone());
                     record.expires_at = now + ttl;
                     true
                 }

@@ -19,7 +19,9 @@
 //! 409; one that finds an expired lease (its owner crashed) takes the key over. Settling and
 //! releasing check the owner, so a stale owner can never overwrite a newer one.
 //!
-//! This module knows nothing of HTTP or Kafka: it stores opaque answers.
+//! This module knows nothing of HTTP or Kafka: it stores an answer's bytes as given, with the
+//! few typed facts (how the key settled, where Kafka put the event) that callers act on, so
+//! nobody has to parse the bytes back.
 
 mod memory;
 mod redis;
@@ -30,28 +32,38 @@ use async_trait::async_trait;
 
 use crate::event::{IdempotencyKey, TopicName};
 
-pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub(crate) use self::memory::MemoryStore;
+pub(crate) use self::redis::RedisStore;
 /// The Lua scripts, for the benchmark's raw-Redis phase.
 #[doc(hidden)]
 pub use self::redis::{CLAIM as CLAIM_SCRIPT, SETTLE as SETTLE_SCRIPT};
 
 /// The answer stored for a settled key, replayed byte for byte to later requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: u16,
+pub(crate) struct StoredAnswer {
+    pub(crate) settlement: Settlement,
+    pub(crate) status: u16,
     /// The JSON body as sent to the first client.
-    pub body: String,
+    pub(crate) body: String,
+    /// Where Kafka put the event, for a key settled [`Settlement::Done`].
+    pub(crate) position: Option<Position>,
+}
+
+/// A record's place in Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
 }
 
 /// What a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// The caller owns the key and must settle or release it. `attempt` is 1 for a fresh key and
     /// larger after a takeover of a crashed owner's lease (the event may already be in Kafka).
     Claimed { attempt: u32 },
     /// The key was settled before with the same event: answer with this.
-    Replay(StoredResponse),
+    Replay(StoredAnswer),
     /// Another request owns the key right now. `accepted` is true once that request was
     /// answered `202 Accepted` (it outlived the wait timeout).
     InFlight {
@@ -64,7 +76,7 @@ pub enum Claim {
 
 impl Claim {
     /// A stable label for metrics and logs.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Claim::Claimed { attempt: 1 } => "claimed",
             Claim::Claimed { .. } => "takeover",
@@ -77,7 +89,7 @@ impl Claim {
 
 /// How a claimed key ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settlement {
+pub(crate) enum Settlement {
     /// Kafka acknowledged the event.
     Done,
     /// The event may be in Kafka; the key stays pinned to its failure answer until an operator
@@ -89,7 +101,7 @@ pub enum Settlement {
 }
 
 impl Settlement {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Settlement::Done => "done",
             Settlement::Failed => "failed",
@@ -100,7 +112,7 @@ impl Settlement {
 
 /// Who is claiming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claimant {
+pub(crate) enum Claimant {
     /// A client request.
     Client,
     /// An operator retrying a failure record: may take back a key pinned as `failed`.
@@ -109,17 +121,14 @@ pub enum Claimant {
 
 /// What a status query finds for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyStatus {
+pub(crate) enum KeyStatus {
     InFlight,
-    Settled {
-        settlement: Settlement,
-        response: StoredResponse,
-    },
+    Settled(StoredAnswer),
 }
 
 /// The store could not answer; the caller must fail closed.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("the idempotency store is unreachable")]
     Unavailable(#[source] ::redis::RedisError),
     #[error("the idempotency store returned an unexpected reply: {0}")]
@@ -128,14 +137,14 @@ pub enum StoreError {
 
 /// What `/readyz` learns from the store.
 #[derive(Debug, Clone, Default)]
-pub struct StoreHealth {
+pub(crate) struct StoreHealth {
     /// Conditions that do not stop traffic but put the guarantee at risk.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Where idempotency records live: Redis in production, memory under `ackgate dev`.
 #[async_trait]
-pub trait IdempotencyStore: Send + Sync + 'static {
+pub(crate) trait IdempotencyStore: Send + Sync + 'static {
     /// Atomically claims `key` for `owner`, or reports why not.
     async fn claim(
         &self,
@@ -168,8 +177,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         topic: &TopicName,
         key: &IdempotencyKey,
         owner: &str,
-        settlement: Settlement,
-        response: &StoredResponse,
+        answer: &StoredAnswer,
     ) -> Result<bool, StoreError>;
 
     /// Checks that the store answers.
@@ -178,9 +186,9 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
 /// Lifetimes every store applies.
 #[derive(Debug, Clone, Copy)]
-pub struct Lifetimes {
+pub(crate) struct Lifetimes {
     /// How long a claim stays in flight before it may be taken over.
-    pub lease: Duration,
+    pub(crate) lease: Duration,
     /// How long a record lives (refreshed when it is settled).
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
 }

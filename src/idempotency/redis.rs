@@ -8,20 +8,20 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 
 use super::{
-    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Settlement, StoreError, StoreHealth,
-    StoredResponse,
+    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Position, Settlement, StoreError,
+    StoreHealth, StoredAnswer,
 };
 use crate::event::{IdempotencyKey, TopicName};
 
 /// KEYS[1] record; ARGV: owner, fingerprint, lease_ms, ttl_ms, operator ('1' or '0').
-/// Returns {'claimed', attempt} | {'replay', status, body} | {'in_flight', ms_left, accepted}
-/// | {'mismatch'}.
+/// Returns {'claimed', attempt} | {'replay', state, status, body, position}
+/// | {'in_flight', ms_left, accepted} | {'mismatch'}.
 pub const CLAIM: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[3])
 local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'attempt', 'status', 'body',
-                    'accepted')
+                    'accepted', 'pos')
 if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fp', ARGV[2], 'owner', ARGV[1],
              'lease_until', now + lease, 'attempt', 1, 'created_ms', now)
@@ -36,7 +36,7 @@ local function reclaim(maybe_duplicate)
   local attempt = tonumber(r[4]) + 1
   redis.call('HSET', KEYS[1], 'state', 'in_flight', 'owner', ARGV[1], 'lease_until', now + lease,
              'attempt', attempt)
-  redis.call('HDEL', KEYS[1], 'status', 'body', 'accepted')
+  redis.call('HDEL', KEYS[1], 'status', 'body', 'accepted', 'pos')
   if maybe_duplicate then redis.call('HSET', KEYS[1], 'maybe_duplicate', 1) end
   -- Refresh the TTL so the record cannot expire under the new owner.
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -47,7 +47,7 @@ if r[1] == 'released' then return reclaim(false) end
 -- An operator retries an event that may or may not be in Kafka: their call.
 if r[1] == 'failed' and ARGV[5] == '1' then return reclaim(true) end
 if r[1] ~= 'in_flight' then
-  return {'replay', r[5], r[6]}
+  return {'replay', r[1], r[5], r[6], r[8] or ''}
 end
 local lease_until = tonumber(r[3])
 if lease_until > now then
@@ -58,13 +58,15 @@ end
 return reclaim(true)
 "#;
 
-/// KEYS[1] record; ARGV: owner, state, status, body, ttl_ms. Returns 1 if settled.
+/// KEYS[1] record; ARGV: owner, state, status, body, ttl_ms, position ('partition:offset' or '').
+/// Returns 1 if settled.
 pub const SETTLE: &str = r#"
 local r = redis.call('HMGET', KEYS[1], 'state', 'owner')
 if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'body', ARGV[4])
+if ARGV[6] and ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'pos', ARGV[6]) end
 redis.call('HDEL', KEYS[1], 'lease_until')
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
@@ -81,7 +83,7 @@ return 1
 
 /// The Redis-backed store, shared by every gateway replica.
 #[derive(Clone)]
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     lifetimes: Lifetimes,
@@ -91,7 +93,7 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    pub fn new(conn: ConnectionManager, prefix: &str, lifetimes: Lifetimes) -> Self {
+    pub(crate) fn new(conn: ConnectionManager, prefix: &str, lifetimes: Lifetimes) -> Self {
         RedisStore {
             conn,
             prefix: prefix.to_owned(),
@@ -141,17 +143,21 @@ impl IdempotencyStore for RedisStore {
         topic: &TopicName,
         key: &IdempotencyKey,
         owner: &str,
-        settlement: Settlement,
-        response: &StoredResponse,
+        answer: &StoredAnswer,
     ) -> Result<bool, StoreError> {
+        let position = answer
+            .position
+            .map(|p| format!("{}:{}", p.partition, p.offset))
+            .unwrap_or_default();
         let settled: i64 = self
             .settle
             .key(self.record_key(topic, key))
             .arg(owner)
-            .arg(settlement.as_str())
-            .arg(response.status)
-            .arg(&response.body)
+            .arg(answer.settlement.as_str())
+            .arg(answer.status)
+            .arg(&answer.body)
             .arg(self.lifetimes.ttl.as_millis() as u64)
+            .arg(position)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::Unavailable)?;
@@ -179,26 +185,22 @@ impl IdempotencyStore for RedisStore {
         topic: &TopicName,
         key: &IdempotencyKey,
     ) -> Result<Option<KeyStatus>, StoreError> {
-        let (state, status, body): (Option<String>, Option<u16>, Option<String>) =
-            redis::cmd("HMGET")
-                .arg(self.record_key(topic, key))
-                .arg(&["state", "status", "body"])
-                .query_async(&mut self.conn.clone())
-                .await
-                .map_err(StoreError::Unavailable)?;
-        let settlement = match state.as_deref() {
-            None => return Ok(None),
-            Some("in_flight") => return Ok(Some(KeyStatus::InFlight)),
-            Some("done") => Settlement::Done,
-            Some("failed") => Settlement::Failed,
-            Some("released") => Settlement::Released,
-            Some(other) => return Err(StoreError::Protocol(format!("unknown state {other}"))),
-        };
-        match (status, body) {
-            (Some(status), Some(body)) => Ok(Some(KeyStatus::Settled {
-                settlement,
-                response: StoredResponse { status, body },
-            })),
+        type Fields = (Option<String>, Option<u16>, Option<String>, Option<String>);
+        let (state, status, body, position): Fields = redis::cmd("HMGET")
+            .arg(self.record_key(topic, key))
+            .arg(&["state", "status", "body", "pos"])
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::Unavailable)?;
+        match (state.as_deref(), status, body) {
+            (None, ..) => Ok(None),
+            (Some("in_flight"), ..) => Ok(Some(KeyStatus::InFlight)),
+            (Some(state), Some(status), Some(body)) => Ok(Some(KeyStatus::Settled(answer(
+                state,
+                status,
+                body,
+                position.as_deref().unwrap_or_default(),
+            )?))),
             _ => Err(StoreError::Protocol(
                 "settled record without an answer".into(),
             )),
@@ -240,10 +242,12 @@ fn parse_claim(reply: &[String]) -> Result<Claim, StoreError> {
         [tag, attempt] if tag == "claimed" => Ok(Claim::Claimed {
             attempt: attempt.parse().map_err(|_| bad())?,
         }),
-        [tag, status, body] if tag == "replay" => Ok(Claim::Replay(StoredResponse {
-            status: status.parse().map_err(|_| bad())?,
-            body: body.clone(),
-        })),
+        [tag, state, status, body, position] if tag == "replay" => Ok(Claim::Replay(answer(
+            state,
+            status.parse().map_err(|_| bad())?,
+            body.clone(),
+            position,
+        )?)),
         [tag, ms_left, accepted] if tag == "in_flight" => Ok(Claim::InFlight {
             retry_after: std::time::Duration::from_millis(ms_left.parse().map_err(|_| bad())?),
             accepted: accepted == "1",
@@ -251,4 +255,32 @@ fn parse_claim(reply: &[String]) -> Result<Claim, StoreError> {
         [tag] if tag == "mismatch" => Ok(Claim::Mismatch),
         _ => Err(bad()),
     }
+}
+
+/// A settled record's fields as a typed answer.
+fn answer(
+    state: &str,
+    status: u16,
+    body: String,
+    position: &str,
+) -> Result<StoredAnswer, StoreError> {
+    let settlement = match state {
+        "done" => Settlement::Done,
+        "failed" => Settlement::Failed,
+        "released" => Settlement::Released,
+        other => return Err(StoreError::Protocol(format!("unknown state {other}"))),
+    };
+    // Records settled before positions were kept have none; that is not an error.
+    let position = position.split_once(':').and_then(|(partition, offset)| {
+        Some(Position {
+            partition: partition.parse().ok()?,
+            offset: offset.parse().ok()?,
+        })
+    });
+    Ok(StoredAnswer {
+        settlement,
+        status,
+        body,
+        position,
+    })
 }

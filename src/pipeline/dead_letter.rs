@@ -24,18 +24,18 @@ const DLT_SUFFIX: &str = ".dlt";
 
 /// Hands failure record ids to the mirroring task.
 #[derive(Debug, Clone)]
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     queue: mpsc::UnboundedSender<String>,
 }
 
 impl DeadLetters {
     /// The queue, and its receiving end for [`Pipeline::mirror_dead_letters`].
-    pub fn new() -> (DeadLetters, mpsc::UnboundedReceiver<String>) {
+    pub(crate) fn new() -> (DeadLetters, mpsc::UnboundedReceiver<String>) {
         let (queue, ids) = mpsc::unbounded_channel();
         (DeadLetters { queue }, ids)
     }
 
-    pub fn enqueue(&self, id: &str) {
+    pub(crate) fn enqueue(&self, id: &str) {
         let _ = self.queue.send(id.to_owned());
     }
 }
@@ -43,7 +43,7 @@ impl DeadLetters {
 impl Pipeline {
     /// Mirrors every record whose id arrives on `ids`, and first every open record that has no
     /// copy yet. Runs until the sender side is dropped.
-    pub async fn mirror_dead_letters(self, mut ids: mpsc::UnboundedReceiver<String>) {
+    pub(crate) async fn mirror_dead_letters(self, mut ids: mpsc::UnboundedReceiver<String>) {
         self.enqueue_unmirrored().await;
         while let Some(id) = ids.recv().await {
             loop {

@@ -7,16 +7,16 @@
 //! - a retry racing a client's own retry cannot publish twice: both claim the same key;
 //! - once the retry lands, the key is settled `done`, so a client retry replays the success.
 
-use std::time::Instant;
-
-use super::{Pipeline, now_rfc3339, persisted_response};
-use crate::contract::Persisted;
+use super::delivery::{Keep, NotClaimed};
+use super::outcome::{Failure, Outcome};
+use super::{Pipeline, now_rfc3339};
+use crate::event::Event;
 use crate::failures::{FailureRecord, FailureState, Resolution};
-use crate::idempotency::{Claim, Claimant};
+use crate::idempotency::{Claimant, Position, Settlement};
 
 /// Why an operator action was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum OperatorError {
+pub(crate) enum OperatorError {
     #[error("no failure record has this id")]
     NotFound,
     #[error("the failure record is {}, not open", .0.as_str())]
@@ -35,17 +35,17 @@ pub enum OperatorError {
 
 /// What an operator's retry did.
 #[derive(Debug, Clone)]
-pub enum RetryOutcome {
+pub(crate) enum RetryOutcome {
     /// The event is in Kafka now; the record is resolved.
-    Resolved(FailureRecord),
-    /// Kafka did not take it this time either; the record is open again with the new error,
-    /// and this is the answer a client would have had.
-    Failed(FailureRecord, super::Answer),
+    Resolved(Box<FailureRecord>),
+    /// Kafka did not take it this time either; the record is open again with the new error.
+    /// This is the answer a client would have had.
+    Failed(Failure),
 }
 
 impl Pipeline {
     /// Marks an open record discarded: the event will not be published by the gateway.
-    pub async fn discard_failure(
+    pub(crate) async fn discard_failure(
         &self,
         id: &str,
         by: &str,
@@ -71,7 +71,11 @@ impl Pipeline {
     }
 
     /// Publishes the record's event again under its idempotency key.
-    pub async fn retry_failure(&self, id: &str, by: &str) -> Result<RetryOutcome, OperatorError> {
+    pub(crate) async fn retry_failure(
+        &self,
+        id: &str,
+        by: &str,
+    ) -> Result<RetryOutcome, OperatorError> {
         let record = self.open_record(id).await?;
         let event = record.event.to_event().map_err(OperatorError::Unreadable)?;
         let retrying = FailureRecord {
@@ -86,78 +90,58 @@ impl Pipeline {
         // up must not leave the record stuck in `retrying` or the key in flight.
         let this = self.clone();
         let by = by.to_owned();
-        let task = self.tasks.spawn(async move {
-            let owner = ulid::Ulid::new().to_string();
-            let claim = this
-                .store
-                .claim(
-                    &event.topic,
-                    &event.idempotency_key,
-                    &event.fingerprint(),
-                    &owner,
-                    Claimant::Operator,
-                )
-                .await;
-            let attempt = match claim {
-                Ok(Claim::Claimed { attempt }) => attempt,
-                // A client's retry got it into Kafka first.
-                Ok(Claim::Replay(response)) if (200..300).contains(&response.status) => {
-                    let persisted: Option<Persisted> = serde_json::from_str(&response.body).ok();
-                    let resolved = resolve(&retrying, "already_persisted", &by, persisted.as_ref());
-                    this.transition(FailureState::Retrying, &resolved).await?;
-                    return Ok(RetryOutcome::Resolved(resolved));
-                }
-                Ok(Claim::InFlight { .. }) => {
-                    this.reopen(&retrying).await;
-                    return Err(OperatorError::KeyInFlight);
-                }
-                Ok(other) => {
-                    this.reopen(&retrying).await;
-                    return Err(OperatorError::Unreadable(format!(
-                        "the idempotency key answers {other:?}"
-                    )));
-                }
-                Err(error) => {
-                    tracing::error!(error = &error as &dyn std::error::Error, "operator claim failed");
-                    this.reopen(&retrying).await;
-                    return Err(OperatorError::IdempotencyStoreUnavailable);
-                }
-            };
-
-            let started = Instant::now();
-            let report = this.publisher.publish(&event).await;
-            metrics::histogram!("ackgate_produce_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
-            match report {
-                Ok(ack) => {
-                    let response = persisted_response(&event, ack);
-                    this.settle_persisted(&event, &owner, &response).await;
-                    let persisted: Option<Persisted> = serde_json::from_str(&response.body).ok();
-                    let resolved = resolve(&retrying, "retried", &by, persisted.as_ref());
-                    this.transition(FailureState::Retrying, &resolved).await?;
-                    tracing::info!(failure_id = %resolved.id, by, partition = ack.partition,
-                        offset = ack.offset, "failure record retried and persisted");
-                    Ok(RetryOutcome::Resolved(resolved))
-                }
-                Err(failure) => {
-                    metrics::counter!("ackgate_delivery_errors_total", "code" => failure.code_name())
-                        .increment(1);
-                    let answer = this
-                        .handle_failure(&event, &owner, attempt, failure, Some(&retrying))
-                        .await;
-                    let reopened = this
-                        .failures
-                        .get(&retrying.id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or(retrying);
-                    Ok(RetryOutcome::Failed(reopened, answer))
-                }
-            }
-        });
+        let task = self
+            .tasks
+            .spawn(async move { this.retry(event, retrying, &by).await });
         task.await
             .unwrap_or(Err(OperatorError::FailureStoreUnavailable))
+    }
+
+    async fn retry(
+        &self,
+        event: Event,
+        retrying: FailureRecord,
+        by: &str,
+    ) -> Result<RetryOutcome, OperatorError> {
+        let claimed = match self.claim(event, Claimant::Operator).await {
+            Ok(claimed) => claimed,
+            // A client's retry got it into Kafka first.
+            Err(NotClaimed::Replay(answer)) if answer.settlement == Settlement::Done => {
+                let resolved = resolve(&retrying, "already_persisted", by, answer.position);
+                self.transition(FailureState::Retrying, &resolved).await?;
+                return Ok(RetryOutcome::Resolved(Box::new(resolved)));
+            }
+            Err(not_claimed) => {
+                self.reopen(&retrying).await;
+                return Err(match not_claimed {
+                    NotClaimed::InFlight { .. } => OperatorError::KeyInFlight,
+                    NotClaimed::StoreUnavailable => OperatorError::IdempotencyStoreUnavailable,
+                    other => {
+                        OperatorError::Unreadable(format!("the idempotency key answers {other:?}"))
+                    }
+                });
+            }
+        };
+        let id = retrying.id.clone();
+        let answer = self.spawn_delivery(claimed, Keep::Reopen(Box::new(retrying.clone())));
+        match answer.await {
+            Ok(Outcome::Persisted(receipt)) => {
+                let resolved = resolve(&retrying, "retried", by, Some(receipt.position()));
+                self.transition(FailureState::Retrying, &resolved).await?;
+                tracing::info!(failure_id = %id, by, partition = receipt.partition,
+                    offset = receipt.offset, "failure record retried and persisted");
+                Ok(RetryOutcome::Resolved(Box::new(resolved)))
+            }
+            Ok(Outcome::Failed(failure)) => Ok(RetryOutcome::Failed(failure)),
+            // The delivery task died (or answered what a delivery cannot): the record stays
+            // `retrying` and the key in flight until its lease, like any crashed delivery.
+            Ok(other) => Err(OperatorError::Unreadable(format!(
+                "the delivery answered {other:?}"
+            ))),
+            Err(_) => Err(OperatorError::Unreadable(
+                "the delivery task ended without an answer".to_owned(),
+            )),
+        }
     }
 
     async fn open_record(&self, id: &str) -> Result<FailureRecord, OperatorError> {
@@ -184,28 +168,13 @@ impl Pipeline {
             Err(_) => Err(OperatorError::FailureStoreUnavailable),
         }
     }
-
-    /// Puts a `retrying` record back to `open` (with whatever `record` carries).
-    pub(super) async fn reopen(&self, record: &FailureRecord) {
-        let open = FailureRecord {
-            state: FailureState::Open,
-            ..record.clone()
-        };
-        if let Err(error) = self.failures.replace(FailureState::Retrying, &open).await {
-            tracing::error!(
-                error = &error as &dyn std::error::Error,
-                failure_id = %record.id,
-                "could not reopen a failure record; it stays 'retrying'"
-            );
-        }
-    }
 }
 
 fn resolve(
     record: &FailureRecord,
     action: &str,
     by: &str,
-    persisted: Option<&Persisted>,
+    position: Option<Position>,
 ) -> FailureRecord {
     FailureRecord {
         state: FailureState::Resolved,
@@ -215,8 +184,8 @@ fn resolve(
             by: by.to_owned(),
             reason: None,
             at: now_rfc3339(),
-            partition: persisted.map(|p| p.partition),
-            offset: persisted.map(|p| p.offset),
+            partition: position.map(|p| p.partition),
+            offset: position.map(|p| p.offset),
         }),
         ..record.clone()
     }

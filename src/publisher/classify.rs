@@ -2,9 +2,9 @@
 //!
 //! librdkafka already retries everything retriable inside `delivery.timeout.ms` (the idempotent
 //! producer makes those retries safe), so an error that reaches a delivery report is final for
-//! that attempt. What is left to decide is whose fault it was, whether the event may be in Kafka
-//! anyway, and whether a later retry can help. To change how a Kafka error maps to an answer,
-//! this is the file to open.
+//! that attempt. What is left to say is what kind of failure it was and whether the event may be
+//! in Kafka anyway. What each kind means for the client (status, Retry-After, a failure record)
+//! is decided in one table, `pipeline/classify.rs`.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde::Serialize;
@@ -13,7 +13,7 @@ use serde::Serialize;
 /// (`rd_kafka_message_status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Persistence {
+pub(crate) enum Persistence {
     /// Acknowledged by all in-sync replicas.
     Persisted,
     /// Sent, but no acknowledgement came back: the record may or may not be in Kafka.
@@ -23,7 +23,7 @@ pub enum Persistence {
 }
 
 impl Persistence {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Persistence::Persisted => "persisted",
             Persistence::PossiblyPersisted => "possibly_persisted",
@@ -34,7 +34,7 @@ impl Persistence {
 
 /// The class of a failed produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// librdkafka's local queue is full: back-pressure, nothing was enqueued.
     QueueFull,
     /// The record is larger than the producer or the broker accept.
@@ -55,7 +55,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Sorts a librdkafka error code.
-    pub fn of(code: RDKafkaErrorCode) -> Self {
+    pub(crate) fn of(code: RDKafkaErrorCode) -> Self {
         use RDKafkaErrorCode as C;
         match code {
             C::QueueFull => FailureKind::QueueFull,
@@ -85,40 +85,21 @@ impl FailureKind {
             _ => FailureKind::Unavailable,
         }
     }
-
-    /// Whether the client caused it, so that no operator needs to look at it.
-    pub fn is_client_fault(self) -> bool {
-        matches!(
-            self,
-            FailureKind::MessageTooLarge | FailureKind::UnknownTopic | FailureKind::RecordRejected
-        )
-    }
-
-    /// Whether the same request may succeed later without anyone changing anything.
-    pub fn is_retriable(self) -> bool {
-        matches!(
-            self,
-            FailureKind::QueueFull
-                | FailureKind::TimedOut
-                | FailureKind::ProducerFatal
-                | FailureKind::Unavailable
-        )
-    }
 }
 
 /// A produce that did not end in an acknowledgement.
 #[derive(Debug, Clone)]
-pub struct DeliveryFailure {
-    pub kind: FailureKind,
-    pub code: RDKafkaErrorCode,
-    pub persistence: Persistence,
+pub(crate) struct DeliveryFailure {
+    pub(crate) kind: FailureKind,
+    pub(crate) code: RDKafkaErrorCode,
+    pub(crate) persistence: Persistence,
     /// librdkafka's own words, for operators and logs; never sent to clients.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl DeliveryFailure {
     /// A failure from a delivery report, with librdkafka's persistence verdict.
-    pub fn from_report(error: &KafkaError, persistence: Persistence) -> Self {
+    pub(crate) fn from_report(error: &KafkaError, persistence: Persistence) -> Self {
         let code = error.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail);
         DeliveryFailure {
             kind: FailureKind::of(code),
@@ -129,13 +110,13 @@ impl DeliveryFailure {
     }
 
     /// A failure to enqueue: nothing left the process.
-    pub fn not_enqueued(error: &KafkaError) -> Self {
+    pub(crate) fn not_enqueued(error: &KafkaError) -> Self {
         Self::from_report(error, Persistence::NotPersisted)
     }
 
     /// The stable name of the error code, for metrics and failure records
     /// (e.g. `MessageTimedOut`, `QueueFull`).
-    pub fn code_name(&self) -> String {
+    pub(crate) fn code_name(&self) -> String {
         format!("{:?}", self.code)
     }
 }
@@ -170,18 +151,5 @@ mod tests {
             FailureKind::Unavailable
         );
         assert_eq!(FailureKind::of(C::AllBrokersDown), FailureKind::Unavailable);
-    }
-
-    #[test]
-    fn client_faults_are_not_retriable() {
-        for kind in [
-            FailureKind::MessageTooLarge,
-            FailureKind::UnknownTopic,
-            FailureKind::RecordRejected,
-        ] {
-            assert!(kind.is_client_fault() && !kind.is_retriable(), "{kind:?}");
-        }
-        assert!(!FailureKind::NotAuthorized.is_client_fault());
-        assert!(FailureKind::TimedOut.is_retriable());
     }
 }

@@ -21,14 +21,14 @@ use super::classify::{DeliveryFailure, Persistence};
 
 /// Where Kafka put an acknowledged record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ack {
-    pub partition: i32,
-    pub offset: i64,
+pub(crate) struct Ack {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
     /// The record's timestamp in milliseconds since the epoch.
-    pub timestamp_ms: i64,
+    pub(crate) timestamp_ms: i64,
 }
 
-pub type DeliveryReport = Result<Ack, DeliveryFailure>;
+pub(crate) type DeliveryReport = Result<Ack, DeliveryFailure>;
 
 /// How long an identical client error stays quiet after it was logged. librdkafka repeats
 /// errors such as "all brokers down" on every reconnect attempt.

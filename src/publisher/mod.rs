@@ -22,9 +22,9 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::oneshot;
 
-pub use self::classify::{DeliveryFailure, FailureKind, Persistence};
+pub(crate) use self::classify::{DeliveryFailure, FailureKind, Persistence};
 use self::context::DeliveryContext;
-pub use self::context::{Ack, DeliveryReport};
+pub(crate) use self::context::{Ack, DeliveryReport};
 use crate::event::{Event, TopicName};
 
 type KafkaProducer = ThreadedProducer<DeliveryContext>;
@@ -65,13 +65,13 @@ impl PublisherConfig {
 
 /// Whether a topic can be written to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicStatus {
+pub(crate) enum TopicStatus {
     Exists,
     Missing,
 }
 
 /// The shared producer.
-pub struct Publisher {
+pub(crate) struct Publisher {
     producer: ArcSwap<KafkaProducer>,
     config: PublisherConfig,
     topics: RwLock<HashMap<TopicName, (TopicStatus, Instant)>>,
@@ -81,7 +81,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Builds the producer. Fails on a configuration librdkafka refuses.
-    pub fn new(config: PublisherConfig) -> Result<Self, KafkaError> {
+    pub(crate) fn new(config: PublisherConfig) -> Result<Self, KafkaError> {
         let producer = build_producer(&config)?;
         Ok(Publisher {
             producer: ArcSwap::from_pointee(producer),
@@ -92,7 +92,7 @@ impl Publisher {
     }
 
     /// Hands the event to librdkafka and waits for its delivery report.
-    pub async fn publish(&self, event: &Event) -> DeliveryReport {
+    pub(crate) async fn publish(&self, event: &Event) -> DeliveryReport {
         if self.is_fatal() {
             self.heal().await;
         }
@@ -138,25 +138,6 @@ impl Publisher {
         });
     }
 
-    /// Forces a fatal error on the current producer, through librdkafka's own test hook.
-    /// Only for tests of the healing path.
-    #[doc(hidden)]
-    #[allow(unsafe_code)]
-    pub fn inject_fatal_error(&self) {
-        use rdkafka::bindings::{rd_kafka_resp_err_t, rd_kafka_test_fatal_error};
-        let producer = self.producer.load_full();
-        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
-        // SAFETY: the client pointer is valid while `producer` is alive; the call only records
-        // a fatal error on that client and raises its error event.
-        unsafe {
-            rd_kafka_test_fatal_error(
-                producer.client().native_ptr(),
-                rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
-                reason.as_ptr(),
-            );
-        }
-    }
-
     async fn publish_once(&self, event: &Event) -> DeliveryReport {
         let producer = self.producer.load_full();
         let (tx, rx) = oneshot::channel();
@@ -200,7 +181,7 @@ impl Publisher {
     ///
     /// librdkafka only reports an unknown topic when a message times out, so without this check
     /// a typo would hold a request for the whole delivery timeout.
-    pub async fn topic_status(&self, topic: &TopicName) -> Result<TopicStatus, KafkaError> {
+    pub(crate) async fn topic_status(&self, topic: &TopicName) -> Result<TopicStatus, KafkaError> {
         if self.config.auto_create_topics {
             return Ok(TopicStatus::Exists);
         }
@@ -253,7 +234,7 @@ impl Publisher {
     }
 
     /// Checks that at least one broker answers a metadata request.
-    pub async fn health(&self) -> Result<usize, KafkaError> {
+    pub(crate) async fn health(&self) -> Result<usize, KafkaError> {
         let producer = self.producer.load_full();
         let metadata = tokio::task::spawn_blocking(move || {
             producer
@@ -269,12 +250,12 @@ impl Publisher {
     ///
     /// Asks librdkafka directly: the error callback that also reports it arrives later, on the
     /// polling thread, and requests in between must not be sent to a dead producer.
-    pub fn is_fatal(&self) -> bool {
+    pub(crate) fn is_fatal(&self) -> bool {
         is_fatal(&self.producer.load())
     }
 
     /// Waits until every enqueued event has its delivery report, or `timeout` runs out.
-    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+    pub(crate) async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         let producer = self.producer.load_full();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
@@ -282,7 +263,7 @@ impl Publisher {
     }
 
     /// Events handed to librdkafka and not yet reported.
-    pub fn in_flight_count(&self) -> i32 {
+    pub(crate) fn in_flight_count(&self) -> i32 {
         self.producer.load().in_flight_count()
     }
 }
@@ -337,5 +318,31 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Shared handle.
-pub type SharedPublisher = Arc<Publisher>;
+/// Forces producer faults through librdkafka's own test hooks, for tests of the healing path.
+/// Built only with the `test-hooks` feature, which only the test suite turns on.
+#[cfg(feature = "test-hooks")]
+pub struct FaultInjector(Arc<Publisher>);
+
+#[cfg(feature = "test-hooks")]
+impl FaultInjector {
+    pub(crate) fn new(publisher: Arc<Publisher>) -> Self {
+        FaultInjector(publisher)
+    }
+
+    /// Raises a fatal error (an idempotence sequence fault) on the current producer.
+    #[allow(unsafe_code)]
+    pub fn inject_fatal_error(&self) {
+        use rdkafka::bindings::{rd_kafka_resp_err_t, rd_kafka_test_fatal_error};
+        let producer = self.0.producer.load_full();
+        let reason = std::ffi::CString::new("injected by a test").expect("no NUL");
+        // SAFETY: the client pointer is valid while `producer` is alive; the call only records
+        // a fatal error on that client and raises its error event.
+        unsafe {
+            rd_kafka_test_fatal_error(
+                producer.client().native_ptr(),
+                rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+    }
+}

@@ -95,7 +95,7 @@ impl TestApp {
         settings: Settings,
         brokers: &str,
         backend: Backend,
-    ) -> (TestApp, std::sync::Arc<ackgate::publisher::Publisher>) {
+    ) -> (TestApp, ackgate::publisher::FaultInjector) {
         let app = Application::build(Config {
             settings: settings.clone(),
             kafka_brokers: brokers.to_owned(),
@@ -104,7 +104,7 @@ impl TestApp {
         .await
         .expect("the application builds");
         let addr = app.local_addr();
-        let publisher = app.publisher();
+        let publisher = app.fault_injector();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run_until(async move {
             let _ = rx.await;

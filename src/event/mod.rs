@@ -1,7 +1,11 @@
 //! The domain types of one event, parsed at the edge.
 //!
 //! After parsing, the rest of the crate cannot hold an invalid topic name or idempotency key:
-//! [`TopicName::parse`] and [`IdempotencyKey::parse`] are the only ways to make one.
+//! [`TopicName::parse`] and [`IdempotencyKey::parse`] are the only ways to make one, and
+//! [`Event::try_from`] (in [`parse`](self::parse)) the only way to make an event from what a
+//! client sent.
+
+mod parse;
 
 use std::fmt;
 
@@ -9,10 +13,12 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub(crate) use self::parse::{EventParts, InvalidEvent, Single};
+
 /// Record header that always carries the idempotency key, so consumers can dedupe.
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+pub(crate) const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// Record header that carries the request's `Content-Type`, when it had one.
-pub const CONTENT_TYPE_HEADER: &str = "content-type";
+pub(crate) const CONTENT_TYPE_HEADER: &str = "content-type";
 
 /// A Kafka topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, and neither `.` nor `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -86,22 +92,22 @@ impl fmt::Display for IdempotencyKey {
 
 /// One event as the client sent it, ready to become one Kafka record.
 #[derive(Debug, Clone)]
-pub struct Event {
-    pub topic: TopicName,
-    pub idempotency_key: IdempotencyKey,
+pub(crate) struct Event {
+    pub(crate) topic: TopicName,
+    pub(crate) idempotency_key: IdempotencyKey,
     /// The record key (`Kafka-Key`), if any.
-    pub key: Option<Bytes>,
+    pub(crate) key: Option<Bytes>,
     /// Record headers in the order the client sent them, without the ones the gateway adds.
-    pub headers: Vec<(String, Bytes)>,
-    pub content_type: Option<String>,
+    pub(crate) headers: Vec<(String, Bytes)>,
+    pub(crate) content_type: Option<String>,
     /// The record value, byte for byte as received.
-    pub value: Bytes,
+    pub(crate) value: Bytes,
 }
 
 impl Event {
     /// Every header of the Kafka record: the client's, then `content-type` and
     /// `idempotency-key`.
-    pub fn record_headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub(crate) fn record_headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.headers
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_ref()))
@@ -121,7 +127,7 @@ impl Event {
     /// A key reused with a different event must be refused, never answered with the first
     /// event's result. Every field is length-prefixed so that no two different events can
     /// produce the same byte stream.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         fn field(hasher: &mut Sha256, bytes: &[u8]) {
             hasher.update((bytes.len() as u64).to_be_bytes());
             hasher.update(bytes);

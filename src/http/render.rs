@@ -1,0 +1,133 @@
+//! Typed outcomes rendered as HTTP answers: the only place that decides what a client sees.
+
+use std::time::Duration;
+
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::error::{ApiError, json_response};
+use crate::contract::{Accepted, ProblemCode, StatusLinks, status_path};
+use crate::event::{IdempotencyKey, TopicName};
+use crate::pipeline::{Failure, Outcome, Refusal};
+
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The answer to an event request.
+pub(super) fn outcome(outcome: Outcome, topic: &TopicName, key: &IdempotencyKey) -> Response {
+    match outcome {
+        Outcome::Persisted(receipt) => json_response(
+            201,
+            serde_json::to_string(&receipt.body()).expect("a persisted body always serializes"),
+            None,
+        ),
+        Outcome::Failed(failure) => self::failure(&failure),
+        Outcome::Replayed(answer) => {
+            let mut response = json_response(answer.status, answer.body, None);
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
+        Outcome::Accepted => accepted(topic, key),
+        Outcome::Refused(why) => refusal(why).into_response(),
+        Outcome::Lost => ApiError::new(
+            ProblemCode::Internal,
+            "The delivery ended without an answer; the event may or may not be in Kafka. GET \
+             its status, or retry with the same Idempotency-Key after a while.",
+        )
+        .into_response(),
+    }
+}
+
+/// A delivery failure's problem document, with `Retry-After` when a retry may help.
+pub(super) fn failure(failure: &Failure) -> Response {
+    json_response(
+        failure.status(),
+        serde_json::to_string(&failure.problem()).expect("a problem always serializes"),
+        failure.retry_after(),
+    )
+}
+
+/// A stable label for the request span.
+pub(super) fn label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Persisted(_) => "persisted",
+        Outcome::Failed(failure) if failure.status() < 500 => "rejected",
+        Outcome::Failed(_) => "failed",
+        Outcome::Replayed(_) => "replayed",
+        Outcome::Accepted => "accepted",
+        Outcome::Refused(why) => refusal_code(why).slug(),
+        Outcome::Lost => ProblemCode::Internal.slug(),
+    }
+}
+
+/// `202 Accepted`: Kafka has not answered within the wait timeout. The same answer goes to
+/// every retry of the key until the delivery settles.
+fn accepted(topic: &TopicName, key: &IdempotencyKey) -> Response {
+    let location = status_path(topic.as_str(), key.as_str());
+    let body = Accepted {
+        status: "accepted".to_owned(),
+        topic: topic.to_string(),
+        idempotency_key: key.to_string(),
+        detail: "Kafka has not answered yet; the delivery goes on. GET the status link for the \
+                 outcome, or retry with the same Idempotency-Key."
+            .to_owned(),
+        links: StatusLinks {
+            status: location.clone(),
+        },
+    };
+    let mut response = json_response(
+        202,
+        serde_json::to_string(&body).expect("an accepted body always serializes"),
+        None,
+    );
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn refusal_code(refusal: &Refusal) -> ProblemCode {
+    match refusal {
+        Refusal::TopicNotFound => ProblemCode::TopicNotFound,
+        Refusal::KafkaUnavailable => ProblemCode::KafkaUnavailable,
+        Refusal::StoreUnavailable => ProblemCode::IdempotencyStoreUnavailable,
+        Refusal::InFlight { .. } => ProblemCode::RequestInProgress,
+        Refusal::Mismatch => ProblemCode::IdempotencyKeyReused,
+    }
+}
+
+/// Why nothing was published, as a problem.
+pub(super) fn refusal(refusal: Refusal) -> ApiError {
+    let code = refusal_code(&refusal);
+    match refusal {
+        Refusal::TopicNotFound => ApiError::new(
+            code,
+            "The topic does not exist. Create it first; the gateway does not create topics.",
+        ),
+        Refusal::KafkaUnavailable => ApiError::new(
+            code,
+            "Kafka metadata could not be read, so the topic could not be checked. Nothing was \
+             published; retry later with the same Idempotency-Key.",
+        )
+        .retry_after(Duration::from_secs(1)),
+        Refusal::StoreUnavailable => ApiError::new(
+            code,
+            "The idempotency store (Redis) did not answer, and the gateway never publishes what \
+             it cannot deduplicate. Nothing was published; retry later with the same \
+             Idempotency-Key.",
+        )
+        .retry_after(Duration::from_secs(1)),
+        Refusal::InFlight { retry_after } => ApiError::new(
+            code,
+            "Another request with this Idempotency-Key is being delivered. Retry later to get \
+             its answer.",
+        )
+        .retry_after(retry_after.min(Duration::from_secs(1))),
+        Refusal::Mismatch => ApiError::new(
+            code,
+            "This Idempotency-Key was used for a different event (topic, Kafka-Key, headers or \
+             body differ). Use a new key for a new event.",
+        ),
+    }
+}

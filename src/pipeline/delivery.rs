@@ -1,0 +1,243 @@
+//! The one claimed-delivery path: claim the key, publish, answer, settle.
+//!
+//! A client's request and an operator's retry differ only in who claims ([`Claimant`]) and
+//! where a failed event is kept ([`Keep`]); everything else — the task that outlives the
+//! caller, answering from the delivery report, settling only as the key's owner — is this file.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::Pipeline;
+use super::classify::Verdict;
+use super::outcome::{Failure, Outcome, Receipt};
+use crate::event::{Event, IdempotencyKey, TopicName};
+use crate::failures::FailureRecord;
+use crate::idempotency::{Claim, Claimant, Settlement, StoredAnswer};
+use crate::publisher::DeliveryFailure;
+
+/// How often settling is tried when Redis fails right after Kafka acknowledged.
+const SETTLE_ATTEMPTS: u32 = 10;
+
+/// A key this process owns until it settles it.
+#[derive(Debug)]
+pub(super) struct Claimed {
+    event: Event,
+    /// This claim's owner id: only it may settle the key.
+    owner: String,
+    /// 1 for a fresh key; more after a takeover or an operator's retry.
+    attempt: u32,
+}
+
+impl Claimed {
+    pub(super) fn names(&self) -> (TopicName, IdempotencyKey, String) {
+        (
+            self.event.topic.clone(),
+            self.event.idempotency_key.clone(),
+            self.owner.clone(),
+        )
+    }
+}
+
+/// Why a claim did not make the caller the key's owner.
+#[derive(Debug)]
+pub(super) enum NotClaimed {
+    /// Settled before with the same event.
+    Replay(StoredAnswer),
+    /// Another request holds the key; `accepted` once it was answered 202.
+    InFlight {
+        retry_after: Duration,
+        accepted: bool,
+    },
+    /// The key was used with a different event.
+    Mismatch,
+    /// The store did not answer: fail closed.
+    StoreUnavailable,
+}
+
+/// Where the event of a failed delivery is kept.
+#[derive(Debug)]
+pub(super) enum Keep {
+    /// A client's event: in a new failure record, when the classification asks for one.
+    NewRecord,
+    /// An operator's retry: in the record being retried, open again with the new error.
+    Reopen(Box<FailureRecord>),
+}
+
+impl Pipeline {
+    /// Claims the event's key for a new owner.
+    pub(super) async fn claim(
+        &self,
+        event: Event,
+        claimant: Claimant,
+    ) -> Result<Claimed, NotClaimed> {
+        let owner = ulid::Ulid::new().to_string();
+        let claim = self
+            .store
+            .claim(
+                &event.topic,
+                &event.idempotency_key,
+                &event.fingerprint(),
+                &owner,
+                claimant,
+            )
+            .await;
+        let claim = claim.map_err(|error| {
+            tracing::error!(error = &error as &dyn std::error::Error, "claim failed");
+            metrics::counter!("ackgate_dedupe_outcomes_total", "outcome" => "store_unavailable")
+                .increment(1);
+            NotClaimed::StoreUnavailable
+        })?;
+        metrics::counter!("ackgate_dedupe_outcomes_total", "outcome" => claim.label()).increment(1);
+        match claim {
+            Claim::Claimed { attempt } => {
+                // An operator's retry always counts up; only a client's takeover is news.
+                if attempt > 1 && claimant == Claimant::Client {
+                    tracing::warn!(
+                        topic = %event.topic,
+                        idempotency_key = %event.idempotency_key,
+                        attempt,
+                        "took over the key of a gateway that did not settle it in time; the \
+                         event may be in Kafka twice (consumers dedupe by the idempotency-key \
+                         header)"
+                    );
+                }
+                Ok(Claimed {
+                    event,
+                    owner,
+                    attempt,
+                })
+            }
+            Claim::Replay(answer) => Err(NotClaimed::Replay(answer)),
+            Claim::InFlight {
+                retry_after,
+                accepted,
+            } => Err(NotClaimed::InFlight {
+                retry_after,
+                accepted,
+            }),
+            Claim::Mismatch => Err(NotClaimed::Mismatch),
+        }
+    }
+
+    /// Publishes and settles in a task of its own, which runs to the end even if nobody waits
+    /// for its answer.
+    pub(super) fn spawn_delivery(
+        &self,
+        claimed: Claimed,
+        keep: Keep,
+    ) -> oneshot::Receiver<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        let this = self.clone();
+        self.tasks
+            .spawn(async move { this.deliver(claimed, keep, reply).await });
+        answer
+    }
+
+    /// Publishes, answers through `reply`, then finishes the bookkeeping.
+    async fn deliver(&self, claimed: Claimed, keep: Keep, reply: oneshot::Sender<Outcome>) {
+        let started = Instant::now();
+        let report = self.publisher.publish(&claimed.event).await;
+        metrics::histogram!("ackgate_produce_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match report {
+            Ok(ack) => {
+                let receipt = Receipt::new(&claimed.event, ack);
+                let answer = StoredAnswer {
+                    settlement: Settlement::Done,
+                    status: 201,
+                    body: serde_json::to_string(&receipt.body())
+                        .expect("a persisted body always serializes"),
+                    position: Some(receipt.position()),
+                };
+                // Kafka has the event: answer first, then record it.
+                let _ = reply.send(Outcome::Persisted(receipt));
+                self.settle_persisted(&claimed, &answer).await;
+            }
+            Err(failure) => {
+                let failure = self.fail(&claimed, failure, keep).await;
+                let _ = reply.send(Outcome::Failed(failure));
+            }
+        }
+    }
+
+    /// Kafka has the event: the client gets 201 whatever happens next. If Redis fails now, keep
+    /// trying for as long as the lease protects the key, so a retry replays instead of
+    /// publishing again.
+    async fn settle_persisted(&self, claimed: &Claimed, answer: &StoredAnswer) {
+        let Claimed { event, owner, .. } = claimed;
+        let mut backoff = Duration::from_millis(50);
+        for _ in 0..SETTLE_ATTEMPTS {
+            match self
+                .store
+                .settle(&event.topic, &event.idempotency_key, owner, answer)
+                .await
+            {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(
+                        topic = %event.topic, idempotency_key = %event.idempotency_key,
+                        "the key was taken over before this delivery settled"
+                    );
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = &error as &dyn std::error::Error,
+                        "settle failed; retrying"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        tracing::error!(
+            topic = %event.topic, idempotency_key = %event.idempotency_key, body = %answer.body,
+            "could not record a persisted event in the idempotency store; \
+             a retry after the lease may publish it again"
+        );
+    }
+
+    /// Classifies a failed delivery, keeps the event as `keep` says, and settles the key.
+    async fn fail(&self, claimed: &Claimed, failure: DeliveryFailure, keep: Keep) -> Failure {
+        let Claimed {
+            event,
+            owner,
+            attempt,
+        } = claimed;
+        metrics::counter!("ackgate_delivery_errors_total", "code" => failure.code_name())
+            .increment(1);
+        let verdict = Verdict::of(&failure);
+        let record_id = match keep {
+            Keep::Reopen(record) => Some(self.reopen_failed(*record, &failure, &verdict).await.id),
+            Keep::NewRecord if verdict.row.keep_record => {
+                self.keep_new(event, &failure, &verdict, *attempt).await
+            }
+            Keep::NewRecord => None,
+        };
+        let failure = Failure {
+            topic: event.topic.clone(),
+            idempotency_key: event.idempotency_key.clone(),
+            verdict,
+            record_id,
+        };
+        let answer = StoredAnswer {
+            settlement: failure.verdict.settlement(),
+            status: failure.status(),
+            body: serde_json::to_string(&failure.problem()).expect("a problem always serializes"),
+            position: None,
+        };
+        if let Err(error) = self
+            .store
+            .settle(&event.topic, &event.idempotency_key, owner, &answer)
+            .await
+        {
+            // The key stays in flight until its lease runs out, then it can be claimed again.
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not settle a failed key"
+            );
+        }
+        failure
+    }
+}

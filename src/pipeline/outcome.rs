@@ -1,0 +1,132 @@
+//! What became of an event, as types: the pipeline says what happened, the edge renders it.
+//!
+//! Like vector's typed `KafkaResponse`, an [`Outcome`] carries what a caller needs to decide
+//! (the ack's partition and offset, the failure's classification and record) rather than a
+//! serialized answer. The only bytes kept are the ones the idempotency store must replay to
+//! later requests exactly as the first one got them ([`Outcome::Replayed`]); they are made from
+//! these types by [`Receipt::body`] and [`Failure::problem`], the same functions that render a
+//! fresh answer, so both are the same bytes.
+
+use std::time::Duration;
+
+use super::classify::Verdict;
+use crate::contract::{Links, Persisted, Problem};
+use crate::event::{Event, IdempotencyKey, TopicName};
+use crate::idempotency::{Position, StoredAnswer};
+use crate::publisher::Ack;
+
+/// What became of one submitted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Kafka acknowledged the event during this request.
+    Persisted(Receipt),
+    /// The delivery ended without an acknowledgement.
+    Failed(Failure),
+    /// The key was settled before with this event: the first answer, byte for byte.
+    Replayed(StoredAnswer),
+    /// No delivery report within the wait timeout (for this request, or for the one that holds
+    /// the key); the delivery goes on in the background.
+    Accepted,
+    /// Nothing was published, and why.
+    Refused(Refusal),
+    /// The delivery task ended without an answer (it panicked): whether the event is in Kafka
+    /// is unknown until the key's lease runs out.
+    Lost,
+}
+
+/// Why an event was not published. Each one leaves no record behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    TopicNotFound,
+    /// Kafka metadata could not be read, so the topic could not be checked.
+    KafkaUnavailable,
+    /// The idempotency store did not answer: fail closed.
+    StoreUnavailable,
+    /// Another request holds the key right now.
+    InFlight {
+        retry_after: Duration,
+    },
+    /// The key was used with another event.
+    Mismatch,
+}
+
+/// Kafka's acknowledgement of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Receipt {
+    pub(crate) topic: TopicName,
+    pub(crate) idempotency_key: IdempotencyKey,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    /// The record's timestamp, in milliseconds since the epoch.
+    pub(crate) timestamp_ms: i64,
+}
+
+impl Receipt {
+    pub(crate) fn new(event: &Event, ack: Ack) -> Self {
+        Receipt {
+            topic: event.topic.clone(),
+            idempotency_key: event.idempotency_key.clone(),
+            partition: ack.partition,
+            offset: ack.offset,
+            timestamp_ms: ack.timestamp_ms,
+        }
+    }
+
+    pub(crate) fn position(&self) -> Position {
+        Position {
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+
+    /// The `201` body.
+    pub(crate) fn body(&self) -> Persisted {
+        Persisted {
+            status: "persisted".to_owned(),
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: super::rfc3339_from_ms(self.timestamp_ms),
+            idempotency_key: self.idempotency_key.to_string(),
+        }
+    }
+}
+
+/// A delivery that ended without an acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) topic: TopicName,
+    pub(crate) idempotency_key: IdempotencyKey,
+    pub(crate) verdict: Verdict,
+    /// The failure record that keeps the event, when one was written (or spooled).
+    pub(crate) record_id: Option<String>,
+}
+
+impl Failure {
+    /// The problem document the client reads.
+    pub(crate) fn problem(&self) -> Problem {
+        let mut problem = Problem::new(self.verdict.row.code, self.verdict.detail());
+        problem.persistence = Some(self.verdict.persistence.as_str().to_owned());
+        problem.topic = Some(self.topic.to_string());
+        problem.idempotency_key = Some(self.idempotency_key.to_string());
+        if let Some(id) = &self.record_id {
+            problem.detail = format!(
+                "{} The event is kept in failure record {id}.",
+                problem.detail
+            );
+            problem.links = Some(Links {
+                failure: format!("/v1/failures/{id}"),
+            });
+            problem.failure_id = Some(id.clone());
+        }
+        problem
+    }
+
+    pub(crate) fn status(&self) -> u16 {
+        self.verdict.row.code.status()
+    }
+
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        self.verdict.retry_after()
+    }
+}
