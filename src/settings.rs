@@ -24,17 +24,37 @@ pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
 /// Largest accepted event body: 1 MiB (Kafka's default `message.max.bytes` is about the same).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Properties the gateway owns: overriding them would silently break the delivery guarantee.
-const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
-    "enable.idempotence",
-    "acks",
-    "request.required.acks",
-    "delivery.timeout.ms",
-    "message.timeout.ms",
-    "bootstrap.servers",
-    "metadata.broker.list",
-    "allow.auto.create.topics",
-    "transactional.id",
+/// Which of ackgate's Kafka clients a `--kafka-property` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KafkaClient {
+    /// The gateway's idempotent producer (`ackgate serve` and `ackgate dev`).
+    Producer,
+    /// The consumer of `ackgate audit`.
+    AuditConsumer,
+}
+
+const PRODUCER: &[KafkaClient] = &[KafkaClient::Producer];
+const AUDIT_CONSUMER: &[KafkaClient] = &[KafkaClient::AuditConsumer];
+const BOTH: &[KafkaClient] = &[KafkaClient::Producer, KafkaClient::AuditConsumer];
+
+/// The librdkafka properties ackgate sets itself, and on which client: `--kafka-property`
+/// refuses them there. On the producer, overriding one would silently break the delivery
+/// guarantee; on the audit's consumer, what the audit reads. A producer-only property (`acks`)
+/// is not refused on the consumer, which ignores it.
+const RESERVED_KAFKA_PROPERTIES: &[(&str, &[KafkaClient])] = &[
+    ("bootstrap.servers", BOTH),
+    ("metadata.broker.list", BOTH),
+    ("allow.auto.create.topics", BOTH),
+    ("enable.idempotence", PRODUCER),
+    ("acks", PRODUCER),
+    ("request.required.acks", PRODUCER),
+    ("delivery.timeout.ms", PRODUCER),
+    ("message.timeout.ms", PRODUCER),
+    ("transactional.id", PRODUCER),
+    ("enable.auto.commit", AUDIT_CONSUMER),
+    ("enable.auto.offset.store", AUDIT_CONSUMER),
+    ("enable.partition.eof", AUDIT_CONSUMER),
+    ("auto.offset.reset", AUDIT_CONSUMER),
 ];
 
 /// How log lines are written.
@@ -251,7 +271,7 @@ fn parse_body_limit(value: &str) -> Result<usize, String> {
 }
 
 /// Splits `KEY=VALUE` (the value may hold `=`); the key is trimmed and must not be empty.
-pub fn parse_key_value(value: &str) -> Result<(String, String), String> {
+fn parse_key_value(value: &str) -> Result<(String, String), String> {
     let (key, val) = value
         .split_once('=')
         .ok_or_else(|| format!("'{value}' is not KEY=VALUE"))?;
@@ -262,14 +282,30 @@ pub fn parse_key_value(value: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), val.to_owned()))
 }
 
-fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
+/// A `--kafka-property` of `client`: `KEY=VALUE`, with a key ackgate does not set itself there.
+pub(crate) fn parse_kafka_property_for(
+    client: KafkaClient,
+    value: &str,
+) -> Result<(String, String), String> {
     let (key, val) = parse_key_value(value)?;
-    if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
-        return Err(format!(
-            "'{key}' is set by ackgate itself (use the matching ackgate setting, if any)"
-        ));
+    let reserved = RESERVED_KAFKA_PROPERTIES
+        .iter()
+        .any(|(name, clients)| *name == key && clients.contains(&client));
+    if reserved {
+        return Err(match client {
+            KafkaClient::Producer => format!(
+                "'{key}' is set by ackgate itself (use the matching ackgate setting, if any)"
+            ),
+            KafkaClient::AuditConsumer => {
+                format!("'{key}' is set by the audit itself (use --kafka-brokers for the servers)")
+            }
+        });
     }
     Ok((key, val))
+}
+
+fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
+    parse_kafka_property_for(KafkaClient::Producer, value)
 }
 
 fn parse_key_prefix(value: &str) -> Result<String, String> {
@@ -293,7 +329,11 @@ mod tests {
     fn kafka_properties_reject_the_ones_the_gateway_owns() {
         assert!(parse_kafka_property("acks=1").is_err());
         assert!(parse_kafka_property("enable.idempotence=false").is_err());
+        assert!(parse_kafka_property("allow.auto.create.topics=true").is_err());
+        // The audit consumer's own properties mean nothing to the producer.
+        assert!(parse_kafka_property("enable.auto.commit=false").is_ok());
         assert!(parse_kafka_property("noequals").is_err());
+        assert!(parse_kafka_property(" =x").is_err());
         assert_eq!(
             parse_kafka_property("sasl.password=a=b").unwrap(),
             ("sasl.password".to_owned(), "a=b".to_owned())

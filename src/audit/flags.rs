@@ -9,16 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{AuditConfig, DEFAULT_IDLE_MS, DEFAULT_TIMEOUT_MS, StartAt};
-
-/// Consumer properties the audit sets itself.
-const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
-    "bootstrap.servers",
-    "metadata.broker.list",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "enable.partition.eof",
-    "auto.offset.reset",
-];
+use crate::settings::{KafkaClient, parse_kafka_property_for};
 
 /// Flags of `ackgate audit`.
 #[derive(Debug, Clone, Args)]
@@ -107,14 +98,10 @@ fn parse_since(value: &str) -> Result<OffsetDateTime, String> {
         .map_err(|_| format!("'{value}' is not an RFC 3339 timestamp (e.g. 2026-11-23T14:00:00Z)"))
 }
 
+/// The consumer's `--kafka-property`: the properties `reader::create_consumer` sets itself are
+/// refused (they are listed with the producer's in `settings`).
 fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
-    let (key, val) = crate::settings::parse_key_value(value)?;
-    if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
-        return Err(format!(
-            "'{key}' is set by the audit itself (use --kafka-brokers for the servers)"
-        ));
-    }
-    Ok((key, val))
+    parse_kafka_property_for(KafkaClient::AuditConsumer, value)
 }
 
 #[cfg(test)]
@@ -126,12 +113,18 @@ mod tests {
         assert!(parse_since("2026-11-23T14:00:00Z").is_ok());
         assert!(parse_since("2026-11-23T14:00:00.5+01:00").is_ok());
         assert!(parse_since("yesterday").is_err());
-        assert!(parse_kafka_property("enable.auto.commit=true").is_err());
-        assert!(parse_kafka_property("group.id=team-audit").is_ok());
         assert!(parse_kafka_property("noequals").is_err());
-        assert_eq!(
-            parse_kafka_property("sasl.password=a=b").unwrap(),
-            ("sasl.password".to_owned(), "a=b".to_owned())
-        );
+        // What create_consumer sets after the extra properties, and so would silently win.
+        for key in [
+            "enable.auto.commit",
+            "auto.offset.reset",
+            "allow.auto.create.topics",
+        ] {
+            let error = parse_kafka_property(&format!("{key}=x")).unwrap_err();
+            assert!(error.contains("set by the audit itself"), "{error}");
+        }
+        // The group id is only a name here; the producer's own properties do nothing on a consumer.
+        assert!(parse_kafka_property("group.id=team-audit").is_ok());
+        assert!(parse_kafka_property("acks=1").is_ok());
     }
 }

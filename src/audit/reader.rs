@@ -41,6 +41,8 @@ fn create_consumer(config: &AuditConfig) -> anyhow::Result<BaseConsumer> {
     for (key, value) in &config.kafka_properties {
         client.set(key, value);
     }
+    // Set after the extra properties, so these win; `--kafka-property` refuses them
+    // (`settings::RESERVED_KAFKA_PROPERTIES`).
     client
         .set("bootstrap.servers", &config.brokers)
         .set("enable.auto.commit", "false")
