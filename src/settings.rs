@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, FromArgMatches, ValueEnum};
 
 /// librdkafka's own default is 300 000 ms; a client waiting five minutes for an answer is not
 /// what an HTTP caller expects, so the gateway uses 30 s.
@@ -179,30 +179,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The documented defaults, without reading flags or the environment.
+    /// The documented defaults, without reading flags or the environment: what the flags above
+    /// are when none is given, so each default is written once, in its `#[arg]`.
     pub fn defaults() -> Self {
-        Settings {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            delivery_timeout_ms: DEFAULT_DELIVERY_TIMEOUT_MS,
-            wait_timeout_ms: DEFAULT_WAIT_TIMEOUT_MS,
-            failure_spool_path: DEFAULT_FAILURE_SPOOL_PATH.into(),
-            idempotency_ttl_secs: DEFAULT_IDEMPOTENCY_TTL_SECS,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            kafka_properties: Vec::new(),
-            auto_create_topics: false,
-            dead_letter_topics: false,
-            metadata_refresh_ms: 30_000,
-            redis_timeout_ms: 1_000,
-            redis_key_prefix: "ackgate".to_owned(),
-            shutdown_grace_ms: 30_000,
-            max_connections: 10_000,
-            max_in_flight: 2_048,
-            header_read_timeout_ms: 10_000,
-            body_read_timeout_ms: 30_000,
-            max_header_bytes: 64 * 1024,
-            log_format: LogFormat::Text,
-            log_filter: "info".to_owned(),
-        }
+        let matches = flags_without_env()
+            .try_get_matches_from(["ackgate"])
+            .expect("every setting's default passes its own value parser");
+        Settings::from_arg_matches(&matches).expect("every setting's default fits its field")
     }
 
     /// Checks that hold between settings; each error is one line for the operator.
@@ -258,6 +241,12 @@ impl Settings {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
     }
+}
+
+/// The settings' flags, without their environment variables: clap reads the environment when a
+/// flag is given one (`Arg::env`), so they are taken off before anything is parsed.
+fn flags_without_env() -> clap::Command {
+    Settings::augment_args(clap::Command::new("ackgate")).mut_args(|arg| arg.env(None))
 }
 
 fn parse_body_limit(value: &str) -> Result<usize, String> {
@@ -385,6 +374,50 @@ mod tests {
         );
         assert!(s.dead_letter_topics && s.auto_create_topics);
         assert_eq!(s.kafka_properties, vec![("linger.ms".into(), "1".into())]);
+    }
+
+    #[test]
+    fn the_defaults_are_the_flags_defaults_field_by_field() {
+        use clap::parser::ValueSource;
+        // Each field of `defaults()` is its flag's `default_value`, never the environment.
+        let flags = flags_without_env();
+        let matches = flags.clone().try_get_matches_from(["ackgate"]).unwrap();
+        for arg in flags.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert_eq!(arg.get_env(), None, "--{id} would read the environment");
+            match (id, matches.value_source(id)) {
+                (_, Some(ValueSource::DefaultValue)) => {}
+                // The one setting without a default: no extra properties.
+                ("kafka_properties", None) => {}
+                (_, source) => panic!("--{id} did not take its default: {source:?}"),
+            }
+        }
+        assert_eq!(
+            format!("{:?}", Settings::defaults()),
+            format!("{:?}", Settings::from_arg_matches(&matches).unwrap())
+        );
+        // The flags as `ackgate serve` parses them do read the environment.
+        let with_env = Settings::augment_args(clap::Command::new("ackgate"));
+        assert!(with_env.get_arguments().any(|arg| arg.get_env().is_some()));
+
+        // The public constants are the flags' defaults.
+        let d = Settings::defaults();
+        assert_eq!(
+            (
+                d.delivery_timeout_ms,
+                d.wait_timeout_ms,
+                d.failure_spool_path.to_str(),
+                d.idempotency_ttl_secs,
+                d.max_body_bytes
+            ),
+            (
+                DEFAULT_DELIVERY_TIMEOUT_MS,
+                DEFAULT_WAIT_TIMEOUT_MS,
+                Some(DEFAULT_FAILURE_SPOOL_PATH),
+                DEFAULT_IDEMPOTENCY_TTL_SECS,
+                DEFAULT_MAX_BODY_BYTES
+            )
+        );
     }
 
     #[test]
