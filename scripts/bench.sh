@@ -21,7 +21,8 @@
 #   ACKGATE_BENCH_GATEWAY_ARGS='--log-filter warn' scripts/bench.sh
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 
 QUICK=0
@@ -39,20 +40,14 @@ while (($#)); do
     shift
 done
 
-step() { printf '\n==> %s\n' "$*"; }
-
-if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
-    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-fi
+ensure_cargo_on_path
 
 step "ensure Redis on 127.0.0.1:6379"
 bash scripts/redis.sh
 
 if ((PERF)) && ! command -v perf >/dev/null 2>&1; then
     step "install perf (linux-perf)"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf </dev/null \
-        || echo "could not install linux-perf; the run goes on without a profile" >&2
+    apt_install linux-perf || echo "could not install linux-perf; the run goes on without a profile" >&2
 fi
 
 step "build (release): the gateway and the bench"
@@ -79,17 +74,7 @@ fi
 echo "bench binary: $BENCH_BIN"
 
 step "start a Tansu broker of the bench's own"
-KAFKA_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    bash scripts/tansu.sh stop "$KAFKA_PORT" || true
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-bash scripts/tansu.sh start "$KAFKA_PORT"
+start_tansu_until_exit
 
 export ACKGATE_BENCH_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export ACKGATE_BENCH_REDIS_URL="${ACKGATE_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"

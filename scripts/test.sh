@@ -18,15 +18,10 @@
 #   ACKGATE_TEST_REDIS_SERVER=/path/to/redis-server
 set -euo pipefail
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
-
-step() { printf '\n==> %s\n' "$*"; }
-
-# A non-login shell (e.g. CI) may lack rustup's bin dir on PATH.
-if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
-    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-fi
+ensure_cargo_on_path
 
 step "ensure Rust components (rustfmt, clippy)"
 missing=()
@@ -44,21 +39,7 @@ step "ensure Redis on 127.0.0.1:6379"
 bash scripts/redis.sh
 
 step "start Tansu Kafka broker"
-if [[ -n "${ACKGATE_TEST_KAFKA_PORT:-}" ]]; then
-    KAFKA_PORT="$ACKGATE_TEST_KAFKA_PORT"
-else
-    KAFKA_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-fi
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    bash scripts/tansu.sh stop "$KAFKA_PORT" || true
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-bash scripts/tansu.sh start "$KAFKA_PORT"
+start_tansu_until_exit "${ACKGATE_TEST_KAFKA_PORT:-}"
 
 step "test environment"
 export ACKGATE_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"

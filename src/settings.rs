@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, FromArgMatches, ValueEnum};
 
 /// librdkafka's own default is 300 000 ms; a client waiting five minutes for an answer is not
 /// what an HTTP caller expects, so the gateway uses 30 s.
@@ -24,17 +24,37 @@ pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
 /// Largest accepted event body: 1 MiB (Kafka's default `message.max.bytes` is about the same).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Properties the gateway owns: overriding them would silently break the delivery guarantee.
-const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
-    "enable.idempotence",
-    "acks",
-    "request.required.acks",
-    "delivery.timeout.ms",
-    "message.timeout.ms",
-    "bootstrap.servers",
-    "metadata.broker.list",
-    "allow.auto.create.topics",
-    "transactional.id",
+/// Which of ackgate's Kafka clients a `--kafka-property` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KafkaClient {
+    /// The gateway's idempotent producer (`ackgate serve` and `ackgate dev`).
+    Producer,
+    /// The consumer of `ackgate audit`.
+    AuditConsumer,
+}
+
+const PRODUCER: &[KafkaClient] = &[KafkaClient::Producer];
+const AUDIT_CONSUMER: &[KafkaClient] = &[KafkaClient::AuditConsumer];
+const BOTH: &[KafkaClient] = &[KafkaClient::Producer, KafkaClient::AuditConsumer];
+
+/// The librdkafka properties ackgate sets itself, and on which client: `--kafka-property`
+/// refuses them there. On the producer, overriding one would silently break the delivery
+/// guarantee; on the audit's consumer, what the audit reads. A producer-only property (`acks`)
+/// is not refused on the consumer, which ignores it.
+const RESERVED_KAFKA_PROPERTIES: &[(&str, &[KafkaClient])] = &[
+    ("bootstrap.servers", BOTH),
+    ("metadata.broker.list", BOTH),
+    ("allow.auto.create.topics", BOTH),
+    ("enable.idempotence", PRODUCER),
+    ("acks", PRODUCER),
+    ("request.required.acks", PRODUCER),
+    ("delivery.timeout.ms", PRODUCER),
+    ("message.timeout.ms", PRODUCER),
+    ("transactional.id", PRODUCER),
+    ("enable.auto.commit", AUDIT_CONSUMER),
+    ("enable.auto.offset.store", AUDIT_CONSUMER),
+    ("enable.partition.eof", AUDIT_CONSUMER),
+    ("auto.offset.reset", AUDIT_CONSUMER),
 ];
 
 /// How log lines are written.
@@ -159,30 +179,13 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The documented defaults, without reading flags or the environment.
+    /// The documented defaults, without reading flags or the environment: what the flags above
+    /// are when none is given, so each default is written once, in its `#[arg]`.
     pub fn defaults() -> Self {
-        Settings {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            delivery_timeout_ms: DEFAULT_DELIVERY_TIMEOUT_MS,
-            wait_timeout_ms: DEFAULT_WAIT_TIMEOUT_MS,
-            failure_spool_path: DEFAULT_FAILURE_SPOOL_PATH.into(),
-            idempotency_ttl_secs: DEFAULT_IDEMPOTENCY_TTL_SECS,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            kafka_properties: Vec::new(),
-            auto_create_topics: false,
-            dead_letter_topics: false,
-            metadata_refresh_ms: 30_000,
-            redis_timeout_ms: 1_000,
-            redis_key_prefix: "ackgate".to_owned(),
-            shutdown_grace_ms: 30_000,
-            max_connections: 10_000,
-            max_in_flight: 2_048,
-            header_read_timeout_ms: 10_000,
-            body_read_timeout_ms: 30_000,
-            max_header_bytes: 64 * 1024,
-            log_format: LogFormat::Text,
-            log_filter: "info".to_owned(),
-        }
+        let matches = flags_without_env()
+            .try_get_matches_from(["ackgate"])
+            .expect("every setting's default passes its own value parser");
+        Settings::from_arg_matches(&matches).expect("every setting's default fits its field")
     }
 
     /// Checks that hold between settings; each error is one line for the operator.
@@ -240,6 +243,12 @@ impl Settings {
     }
 }
 
+/// The settings' flags, without their environment variables: clap reads the environment when a
+/// flag is given one (`Arg::env`), so they are taken off before anything is parsed.
+fn flags_without_env() -> clap::Command {
+    Settings::augment_args(clap::Command::new("ackgate")).mut_args(|arg| arg.env(None))
+}
+
 fn parse_body_limit(value: &str) -> Result<usize, String> {
     let bytes: usize = value
         .parse()
@@ -251,7 +260,7 @@ fn parse_body_limit(value: &str) -> Result<usize, String> {
 }
 
 /// Splits `KEY=VALUE` (the value may hold `=`); the key is trimmed and must not be empty.
-pub fn parse_key_value(value: &str) -> Result<(String, String), String> {
+fn parse_key_value(value: &str) -> Result<(String, String), String> {
     let (key, val) = value
         .split_once('=')
         .ok_or_else(|| format!("'{value}' is not KEY=VALUE"))?;
@@ -262,14 +271,30 @@ pub fn parse_key_value(value: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), val.to_owned()))
 }
 
-fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
+/// A `--kafka-property` of `client`: `KEY=VALUE`, with a key ackgate does not set itself there.
+pub(crate) fn parse_kafka_property_for(
+    client: KafkaClient,
+    value: &str,
+) -> Result<(String, String), String> {
     let (key, val) = parse_key_value(value)?;
-    if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
-        return Err(format!(
-            "'{key}' is set by ackgate itself (use the matching ackgate setting, if any)"
-        ));
+    let reserved = RESERVED_KAFKA_PROPERTIES
+        .iter()
+        .any(|(name, clients)| *name == key && clients.contains(&client));
+    if reserved {
+        return Err(match client {
+            KafkaClient::Producer => format!(
+                "'{key}' is set by ackgate itself (use the matching ackgate setting, if any)"
+            ),
+            KafkaClient::AuditConsumer => {
+                format!("'{key}' is set by the audit itself (use --kafka-brokers for the servers)")
+            }
+        });
     }
     Ok((key, val))
+}
+
+fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
+    parse_kafka_property_for(KafkaClient::Producer, value)
 }
 
 fn parse_key_prefix(value: &str) -> Result<String, String> {
@@ -293,7 +318,11 @@ mod tests {
     fn kafka_properties_reject_the_ones_the_gateway_owns() {
         assert!(parse_kafka_property("acks=1").is_err());
         assert!(parse_kafka_property("enable.idempotence=false").is_err());
+        assert!(parse_kafka_property("allow.auto.create.topics=true").is_err());
+        // The audit consumer's own properties mean nothing to the producer.
+        assert!(parse_kafka_property("enable.auto.commit=false").is_ok());
         assert!(parse_kafka_property("noequals").is_err());
+        assert!(parse_kafka_property(" =x").is_err());
         assert_eq!(
             parse_kafka_property("sasl.password=a=b").unwrap(),
             ("sasl.password".to_owned(), "a=b".to_owned())
@@ -345,6 +374,50 @@ mod tests {
         );
         assert!(s.dead_letter_topics && s.auto_create_topics);
         assert_eq!(s.kafka_properties, vec![("linger.ms".into(), "1".into())]);
+    }
+
+    #[test]
+    fn the_defaults_are_the_flags_defaults_field_by_field() {
+        use clap::parser::ValueSource;
+        // Each field of `defaults()` is its flag's `default_value`, never the environment.
+        let flags = flags_without_env();
+        let matches = flags.clone().try_get_matches_from(["ackgate"]).unwrap();
+        for arg in flags.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert_eq!(arg.get_env(), None, "--{id} would read the environment");
+            match (id, matches.value_source(id)) {
+                (_, Some(ValueSource::DefaultValue)) => {}
+                // The one setting without a default: no extra properties.
+                ("kafka_properties", None) => {}
+                (_, source) => panic!("--{id} did not take its default: {source:?}"),
+            }
+        }
+        assert_eq!(
+            format!("{:?}", Settings::defaults()),
+            format!("{:?}", Settings::from_arg_matches(&matches).unwrap())
+        );
+        // The flags as `ackgate serve` parses them do read the environment.
+        let with_env = Settings::augment_args(clap::Command::new("ackgate"));
+        assert!(with_env.get_arguments().any(|arg| arg.get_env().is_some()));
+
+        // The public constants are the flags' defaults.
+        let d = Settings::defaults();
+        assert_eq!(
+            (
+                d.delivery_timeout_ms,
+                d.wait_timeout_ms,
+                d.failure_spool_path.to_str(),
+                d.idempotency_ttl_secs,
+                d.max_body_bytes
+            ),
+            (
+                DEFAULT_DELIVERY_TIMEOUT_MS,
+                DEFAULT_WAIT_TIMEOUT_MS,
+                Some(DEFAULT_FAILURE_SPOOL_PATH),
+                DEFAULT_IDEMPOTENCY_TTL_SECS,
+                DEFAULT_MAX_BODY_BYTES
+            )
+        );
     }
 
     #[test]

@@ -1,0 +1,160 @@
+# shellcheck shell=bash
+# Shared pieces of the scripts in this folder; each of them sources it first:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# It defines functions and REPO/TOOLS only: no shell options, no traps, no cd (a script sets
+# `set -euo pipefail` itself, before sourcing).
+#
+#   REPO, TOOLS                 the repository; where tools are cached (default: target/tools)
+#   step, die                   a `==> step` line; an error line and exit 1
+#   ensure_cargo_on_path        add rustup's bin dir to PATH when cargo is not on it
+#   as_root, apt_install        run as root (directly or through passwordless sudo); apt-get
+#   free_port                   a free TCP port on 127.0.0.1
+#   venv_install VENV PKG...    create a Python venv when missing and pip-install into it
+#   start_tansu_until_exit      a Tansu broker for this run, stopped when the script exits
+#   start_dev_gateway           `ackgate dev` on a port, waited for until /readyz answers
+#   stop_dev_gateway, stop_child, show_gateway_log
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${TOOLS:-$REPO/target/tools}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+die() {
+    printf '%s: %s\n' "${0##*/}" "$*" >&2
+    exit 1
+}
+
+# A non-login shell (e.g. CI) may lack rustup's bin dir on PATH.
+ensure_cargo_on_path() {
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+        export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    fi
+}
+
+# Runs a command as root: directly, or through passwordless sudo; fails otherwise.
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        printf '%s: need root (or passwordless sudo) to run: %s\n' "${0##*/}" "$*" >&2
+        return 1
+    fi
+}
+
+APT_UPDATED=0
+apt_update_once() {
+    if ((APT_UPDATED == 0)); then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null || return 1
+        APT_UPDATED=1
+    fi
+}
+
+# apt_install PACKAGE...: from Debian's packages, without the recommended ones.
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || return 1
+    apt_update_once || return 1
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" </dev/null >/dev/null
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# venv_install VENV PACKAGE...: creates the venv VENV when it has no python (with Debian's
+# python3-venv installed first when `python3 -m venv` needs it), then pip-installs the packages.
+venv_install() {
+    local venv="$1"
+    shift
+    if [[ ! -x "$venv/bin/python" ]]; then
+        mkdir -p "$(dirname "$venv")"
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+            rm -rf "$venv"
+            # Debian's python3 ships venv/ensurepip separately.
+            if ! { apt_install python3-venv && python3 -m venv "$venv" >/dev/null 2>&1; }; then
+                rm -rf "$venv"
+                die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+            fi
+        fi
+    fi
+    PIP_ROOT_USER_ACTION=ignore "$venv/bin/python" -m pip install --quiet \
+        --disable-pip-version-check --no-input "$@" >&2 ||
+        die "pip install $* failed"
+}
+
+# start_tansu_until_exit [PORT]: starts a Tansu broker on PORT (default: a free port) and sets
+# KAFKA_PORT. It sets the EXIT, INT and TERM traps to stop the broker, so the caller sets none.
+start_tansu_until_exit() {
+    KAFKA_PORT="${1:-$(free_port)}"
+    trap _stop_tansu EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    bash "$REPO/scripts/tansu.sh" start "$KAFKA_PORT"
+}
+
+_stop_tansu() {
+    local rc=$?
+    trap - EXIT INT TERM
+    bash "$REPO/scripts/tansu.sh" stop "$KAFKA_PORT" || true
+    exit "$rc"
+}
+
+# start_dev_gateway BIN PORT LOG [DEV ARGS...]: starts `BIN dev --listen 127.0.0.1:PORT` in the
+# background with its output in LOG, sets GATEWAY_PID and GATEWAY_URL, and waits until
+# GATEWAY_URL/readyz answers; dies when the gateway exits first or after READY_SECS (default 30).
+# The caller's EXIT trap should call stop_dev_gateway.
+start_dev_gateway() {
+    local bin="$1" port="$2" log="$3"
+    shift 3
+    command -v curl >/dev/null 2>&1 || die "curl is needed to wait for the gateway"
+    GATEWAY_URL="http://127.0.0.1:$port"
+    step "start $bin dev on 127.0.0.1:$port"
+    NO_COLOR=1 "$bin" dev --listen "127.0.0.1:$port" "$@" >"$log" 2>&1 &
+    GATEWAY_PID=$!
+    local i
+    for ((i = 0; i < ${READY_SECS:-30} * 5; i++)); do
+        if curl -fsS -o /dev/null --max-time 1 "$GATEWAY_URL/readyz" 2>/dev/null; then
+            echo "ready: $GATEWAY_URL (pid $GATEWAY_PID, log $log)"
+            return 0
+        fi
+        kill -0 "$GATEWAY_PID" 2>/dev/null || die "gateway exited during start-up"
+        sleep 0.2
+    done
+    die "gateway not ready after ${READY_SECS:-30} s"
+}
+
+# stop_dev_gateway [GRACE_SECS]: SIGTERM to GATEWAY_PID (ackgate drains and exits), SIGKILL
+# after GRACE_SECS (default 10), then reaps it. Does nothing when it is not running.
+stop_dev_gateway() {
+    local grace="${1:-10}" i
+    if [[ -z "${GATEWAY_PID:-}" ]] || ! kill -0 "$GATEWAY_PID" 2>/dev/null; then
+        return 0
+    fi
+    kill -TERM "$GATEWAY_PID" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+        kill -0 "$GATEWAY_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$GATEWAY_PID" 2>/dev/null; then
+        echo "gateway did not stop within $grace s: killing it" >&2
+        kill -KILL "$GATEWAY_PID" 2>/dev/null || true
+    fi
+    wait "$GATEWAY_PID" 2>/dev/null || true
+}
+
+# stop_child PID: stops a background child (k6, schemathesis) and reaps it.
+stop_child() {
+    local pid="${1:-}"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
+
+# show_gateway_log LOG: the last 40 lines of the gateway's log, on stderr (after a failure).
+show_gateway_log() {
+    echo "--- gateway log (last 40 lines): $1" >&2
+    if [[ -s "$1" ]]; then tail -n 40 "$1" >&2; else echo "(empty)" >&2; fi
+}
