@@ -48,7 +48,7 @@ async fn slowloris_clients_are_cut_off_and_do_not_starve_others() {
     // A well-behaved client still gets its answer once the slow ones are cut off.
     let reply = tokio::time::timeout(
         Duration::from_secs(30),
-        send(app.post_event(TOPIC, "k-polite", r#"{"n":1}"#)),
+        app.post_event(TOPIC, "k-polite", r#"{"n":1}"#),
     )
     .await
     .expect("a normal request is served despite the slowloris clients");
@@ -112,7 +112,7 @@ async fn an_oversized_request_head_is_refused() {
     let app = kafka.spawn(settings).await;
 
     let reply = app
-        .post_event(TOPIC, "k-big-head", "{}")
+        .event_request(TOPIC, "k-big-head", "{}")
         .header("Kafka-Header-Padding", "p".repeat(64 * 1024))
         .send()
         .await;
@@ -135,7 +135,7 @@ async fn past_the_in_flight_cap_requests_are_shed_with_503_and_can_be_retried() 
     kafka.warm_up(&app).await;
     kafka.set_rtt(Duration::from_millis(1_500));
 
-    let requests = (0..6).map(|i| send(app.post_event(TOPIC, &format!("k-cap-{i}"), "{}")));
+    let requests = (0..6).map(|i| app.post_event(TOPIC, &format!("k-cap-{i}"), "{}"));
     let replies = futures::future::join_all(requests).await;
 
     let shed: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
@@ -150,10 +150,10 @@ async fn past_the_in_flight_cap_requests_are_shed_with_503_and_can_be_retried() 
     // A shed request claimed nothing: its retry publishes.
     for i in 0..6 {
         let key = format!("k-cap-{i}");
-        let retry = send(app.post_event(TOPIC, &key, "{}")).await;
+        let retry = app.post_event(TOPIC, &key, "{}").await;
         assert_eq!(retry.status, 201, "{}", retry.body);
         assert_eq!(kafka.records_with_key(&key).len(), 1, "{key} once");
     }
-    let metrics = send(app.client.get(app.url("/metrics"))).await.body;
+    let metrics = app.metrics().await.body;
     assert!(metrics.contains("ackgate_requests_shed_total"));
 }

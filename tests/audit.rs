@@ -75,11 +75,10 @@ async fn publish_through_gateway(
     let app = TestApp::spawn_default(test_settings()).await;
     let mut bodies = Vec::new();
     for (i, key) in keys.iter().enumerate() {
-        let mut request = app.post_event(topic, key, &format!(r#"{{"n":{i}}}"#));
-        if let Some(kafka_key) = kafka_key {
-            request = request.header("Kafka-Key", kafka_key);
-        }
-        let reply = send(request).await;
+        let headers: Vec<_> = kafka_key.map(|k| ("Kafka-Key", k)).into_iter().collect();
+        let reply = app
+            .post_event_with(topic, key, format!(r#"{{"n":{i}}}"#), &headers)
+            .await;
         assert_eq!(reply.status, 201, "publishing {key}: {}", reply.body);
         bodies.push(reply.body);
     }

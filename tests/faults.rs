@@ -20,16 +20,16 @@ async fn a_retry_while_the_first_request_is_in_flight_gets_409() {
     kafka.warm_up(&app).await;
     kafka.set_rtt(Duration::from_millis(1500));
 
-    let first = tokio::spawn(send(app.post_event(TOPIC, "k-slow", r#"{"n":1}"#)));
+    let first = tokio::spawn(app.post_event(TOPIC, "k-slow", r#"{"n":1}"#));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let retry = send(app.post_event(TOPIC, "k-slow", r#"{"n":1}"#)).await;
+    let retry = app.post_event(TOPIC, "k-slow", r#"{"n":1}"#).await;
 
     retry.assert_problem(409, "request-in-progress");
     assert!(retry.header("retry-after").is_some());
     let first = first.await.unwrap();
     assert_eq!(first.status, 201, "{}", first.body);
     kafka.set_rtt(Duration::ZERO);
-    let after = send(app.post_event(TOPIC, "k-slow", r#"{"n":1}"#)).await;
+    let after = app.post_event(TOPIC, "k-slow", r#"{"n":1}"#).await;
     assert_eq!(after.body, first.body);
     assert_eq!(after.header("idempotent-replayed"), Some("true"));
     let in_kafka = kafka.records();
@@ -51,13 +51,8 @@ async fn a_client_that_hangs_up_does_not_orphan_its_key() {
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let gave_up = impatient
-        .post(app.url(&format!("/v1/topics/{TOPIC}/events")))
-        .header("Idempotency-Key", "k-hangup")
-        .header("Content-Type", "application/json")
-        .body(r#"{"n":1}"#)
-        .send()
-        .await;
+    let request = app.event_request(TOPIC, "k-hangup", r#"{"n":1}"#);
+    let gave_up = impatient.execute(request.build().unwrap()).await;
     assert!(
         gave_up.is_err(),
         "the client timed out before Kafka answered"
@@ -66,7 +61,7 @@ async fn a_client_that_hangs_up_does_not_orphan_its_key() {
     // The delivery goes on without the client; once it lands, the retry replays its answer.
     let mut last = None;
     for _ in 0..50 {
-        let reply = send(app.post_event(TOPIC, "k-hangup", r#"{"n":1}"#)).await;
+        let reply = app.post_event(TOPIC, "k-hangup", r#"{"n":1}"#).await;
         if reply.status != 409 {
             last = Some(reply);
             break;
@@ -96,11 +91,9 @@ async fn with_all_brokers_down_the_event_is_kept_and_a_retry_publishes_it_once()
     kafka.warm_up(&app).await;
     kafka.all_down();
 
-    let reply = send(
-        app.post_event(TOPIC, "k-down", r#"{"order":7}"#)
-            .header("Kafka-Key", "c-7"),
-    )
-    .await;
+    let reply = app
+        .post_event_with(TOPIC, "k-down", r#"{"order":7}"#, &[("Kafka-Key", "c-7")])
+        .await;
 
     assert!(matches!(reply.status, 503 | 504), "{}", reply.body);
     let problem = reply.json();
@@ -111,11 +104,7 @@ async fn with_all_brokers_down_the_event_is_kept_and_a_retry_publishes_it_once()
         problem["links"]["failure"],
         format!("/v1/failures/{failure_id}")
     );
-    let record = send(
-        app.client
-            .get(app.url(&format!("/v1/failures/{failure_id}"))),
-    )
-    .await;
+    let record = app.get_failure(failure_id).await;
     assert_eq!(record.status, 200, "{}", record.body);
     let record = record.json();
     assert_eq!(record["state"], "open");
@@ -130,11 +119,9 @@ async fn with_all_brokers_down_the_event_is_kept_and_a_retry_publishes_it_once()
     kafka.all_up();
     let mut retry = None;
     for _ in 0..30 {
-        let reply = send(
-            app.post_event(TOPIC, "k-down", r#"{"order":7}"#)
-                .header("Kafka-Key", "c-7"),
-        )
-        .await;
+        let reply = app
+            .post_event_with(TOPIC, "k-down", r#"{"order":7}"#, &[("Kafka-Key", "c-7")])
+            .await;
         if reply.status == 201 {
             retry = Some(reply);
             break;
@@ -163,7 +150,7 @@ async fn an_ambiguous_timeout_pins_the_key_so_a_retry_cannot_duplicate() {
     // The broker writes the record but answers after the delivery timeout.
     kafka.set_rtt(Duration::from_millis(2_500));
 
-    let reply = send(app.post_event(TOPIC, "k-ambiguous", r#"{"n":1}"#)).await;
+    let reply = app.post_event(TOPIC, "k-ambiguous", r#"{"n":1}"#).await;
 
     reply.assert_problem(504, "delivery-timed-out");
     let problem = reply.json();
@@ -171,7 +158,7 @@ async fn an_ambiguous_timeout_pins_the_key_so_a_retry_cannot_duplicate() {
     assert_eq!(problem["persistence"], "possibly_persisted", "{problem}");
     assert!(problem["failure_id"].is_string());
     kafka.set_rtt(Duration::ZERO);
-    let retry = send(app.post_event(TOPIC, "k-ambiguous", r#"{"n":1}"#)).await;
+    let retry = app.post_event(TOPIC, "k-ambiguous", r#"{"n":1}"#).await;
     assert_eq!(retry.status, 504);
     assert_eq!(
         retry.body, reply.body,
@@ -193,7 +180,7 @@ async fn shutdown_answers_in_flight_requests_from_their_delivery_reports() {
     kafka.warm_up(&app).await;
     kafka.set_rtt(Duration::from_millis(1_000));
 
-    let in_flight = tokio::spawn(send(app.post_event(TOPIC, "k-drain", r#"{"n":1}"#)));
+    let in_flight = tokio::spawn(app.post_event(TOPIC, "k-drain", r#"{"n":1}"#));
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.begin_shutdown();
     let reply = in_flight.await.unwrap();
@@ -220,10 +207,10 @@ async fn the_in_memory_backend_of_ackgate_dev_keeps_the_same_contract() {
     let kafka = MockKafka::start(TOPIC);
     let app = TestApp::spawn(test_settings(), &kafka.brokers(), Backend::Memory).await;
 
-    let first = send(app.post_event(TOPIC, "k-mem", r#"{"n":1}"#)).await;
-    let replay = send(app.post_event(TOPIC, "k-mem", r#"{"n":1}"#)).await;
-    let reused = send(app.post_event(TOPIC, "k-mem", r#"{"n":2}"#)).await;
-    let missing = send(app.post_event("no-such-topic", "k-mem", "{}")).await;
+    let first = app.post_event(TOPIC, "k-mem", r#"{"n":1}"#).await;
+    let replay = app.post_event(TOPIC, "k-mem", r#"{"n":1}"#).await;
+    let reused = app.post_event(TOPIC, "k-mem", r#"{"n":2}"#).await;
+    let missing = app.post_event("no-such-topic", "k-mem", "{}").await;
 
     assert_eq!(first.status, 201, "{}", first.body);
     assert_eq!(replay.body, first.body);

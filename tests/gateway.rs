@@ -26,13 +26,18 @@ async fn a_persisted_event_is_in_kafka_exactly_where_the_response_says() {
     let topic = topic().await;
     let body = r#"{"order": 1001, "total": 42.5}"#;
 
-    let reply = send(
-        app.post_event(&topic, "order-1001", body)
-            .header("Kafka-Key", "customer-42")
-            .header("Kafka-Header-Trace-Id", "abc-123")
-            .header("Kafka-Header-Source", "checkout"),
-    )
-    .await;
+    let reply = app
+        .post_event_with(
+            &topic,
+            "order-1001",
+            body,
+            &[
+                ("Kafka-Key", "customer-42"),
+                ("Kafka-Header-Trace-Id", "abc-123"),
+                ("Kafka-Header-Source", "checkout"),
+            ],
+        )
+        .await;
 
     assert_eq!(reply.status, 201, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some("application/json"));
@@ -71,10 +76,10 @@ async fn a_repeated_request_replays_the_answer_and_publishes_nothing() {
     let app = TestApp::spawn_default(test_settings()).await;
     let topic = topic().await;
 
-    let first = send(app.post_event(&topic, "k-1", r#"{"n":1}"#)).await;
-    let second = send(app.post_event(&topic, "k-1", r#"{"n":1}"#)).await;
+    let first = app.post_event(&topic, "k-1", r#"{"n":1}"#).await;
+    let second = app.post_event(&topic, "k-1", r#"{"n":1}"#).await;
     // The structured-field form of the same key is the same key.
-    let quoted = send(app.post_event(&topic, "\"k-1\"", r#"{"n":1}"#)).await;
+    let quoted = app.post_event(&topic, "\"k-1\"", r#"{"n":1}"#).await;
 
     assert_eq!(first.status, 201, "{}", first.body);
     for replay in [&second, &quoted] {
@@ -93,18 +98,14 @@ async fn the_same_key_with_a_different_event_is_refused() {
     let app = TestApp::spawn_default(test_settings()).await;
     let topic = topic().await;
 
-    let first = send(app.post_event(&topic, "k-reused", r#"{"n":1}"#)).await;
-    let other_body = send(app.post_event(&topic, "k-reused", r#"{"n":2}"#)).await;
-    let other_key = send(
-        app.post_event(&topic, "k-reused", r#"{"n":1}"#)
-            .header("Kafka-Key", "x"),
-    )
-    .await;
-    let other_header = send(
-        app.post_event(&topic, "k-reused", r#"{"n":1}"#)
-            .header("Kafka-Header-A", "b"),
-    )
-    .await;
+    let first = app.post_event(&topic, "k-reused", r#"{"n":1}"#).await;
+    let other_body = app.post_event(&topic, "k-reused", r#"{"n":2}"#).await;
+    let other_key = app
+        .post_event_with(&topic, "k-reused", r#"{"n":1}"#, &[("Kafka-Key", "x")])
+        .await;
+    let other_header = app
+        .post_event_with(&topic, "k-reused", r#"{"n":1}"#, &[("Kafka-Header-A", "b")])
+        .await;
 
     assert_eq!(first.status, 201);
     for reply in [&other_body, &other_key, &other_header] {
@@ -119,52 +120,53 @@ async fn invalid_requests_get_400_and_leave_nothing_behind() {
     let prefix = settings.redis_key_prefix.clone();
     let app = TestApp::spawn_default(settings).await;
     let topic = topic().await;
-    let events = app.url(&format!("/v1/topics/{topic}/events"));
 
-    let missing_key = send(app.client.post(&events).body("{}")).await;
+    let missing_key = app.post_event_raw(&topic, &[], "{}").await;
     missing_key.assert_problem(400, "missing-idempotency-key");
 
     for bad_key in ["has space", &"x".repeat(256), "\"\""] {
-        let reply = send(app.post_event(&topic, bad_key, "{}")).await;
+        let reply = app.post_event(&topic, bad_key, "{}").await;
         reply.assert_problem(400, "invalid-idempotency-key");
     }
 
-    let invalid_topic = send(app.post_event("bad$topic", "k", "{}")).await;
+    let invalid_topic = app.post_event("bad$topic", "k", "{}").await;
     invalid_topic.assert_problem(400, "invalid-topic");
-    let long_topic = send(app.post_event(&"t".repeat(250), "k", "{}")).await;
+    let long_topic = app.post_event(&"t".repeat(250), "k", "{}").await;
     long_topic.assert_problem(400, "invalid-topic");
 
-    let bad_json = send(app.post_event(&topic, "k-json", "{not json")).await;
+    let bad_json = app.post_event(&topic, "k-json", "{not json").await;
     bad_json.assert_problem(400, "invalid-json");
-    let deep_json = send(app.post_event(&topic, "k-deep", &"[".repeat(10_000))).await;
+    let deep_json = app.post_event(&topic, "k-deep", "[".repeat(10_000)).await;
     deep_json.assert_problem(400, "invalid-json");
 
-    let reserved = send(
-        app.post_event(&topic, "k-reserved", "{}")
-            .header("Kafka-Header-Idempotency-Key", "other"),
-    )
-    .await;
+    let reserved = app
+        .post_event_with(
+            &topic,
+            "k-reserved",
+            "{}",
+            &[("Kafka-Header-Idempotency-Key", "other")],
+        )
+        .await;
     reserved.assert_problem(400, "invalid-header");
 
-    let two_keys = send(
-        app.client
-            .post(&events)
-            .header("Idempotency-Key", "a")
-            .header("Idempotency-Key", "b")
-            .body("{}"),
-    )
-    .await;
+    let two_keys = app
+        .post_event_raw(
+            &topic,
+            &[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+            "{}",
+        )
+        .await;
     two_keys.assert_problem(400, "invalid-header");
 
     // Not JSON, and not declared as JSON: forwarded as it is.
-    let text = send(
-        app.client
-            .post(&events)
-            .header("Idempotency-Key", "k-text")
-            .header("Content-Type", "text/plain")
-            .body("{not json"),
-    )
-    .await;
+    let text = app
+        .post_event_with(
+            &topic,
+            "k-text",
+            "{not json",
+            &[("Content-Type", "text/plain")],
+        )
+        .await;
     assert_eq!(text.status, 201, "{}", text.body);
 
     let in_kafka = records(&topic);
@@ -185,7 +187,7 @@ async fn an_unknown_topic_is_a_prompt_404_before_any_key_is_claimed() {
     let missing = unique("missing");
 
     let started = std::time::Instant::now();
-    let reply = send(app.post_event(&missing, "k", "{}")).await;
+    let reply = app.post_event(&missing, "k", "{}").await;
 
     reply.assert_problem(404, "topic-not-found");
     assert!(
@@ -195,7 +197,7 @@ async fn an_unknown_topic_is_a_prompt_404_before_any_key_is_claimed() {
     let keys = redis_keys(&redis_url(), &format!("{prefix}:*")).await;
     assert!(keys.is_empty(), "no key claimed: {keys:?}");
     // And the gateway did not create the topic.
-    let again = send(app.post_event(&missing, "k", "{}")).await;
+    let again = app.post_event(&missing, "k", "{}").await;
     again.assert_problem(404, "topic-not-found");
 }
 
@@ -209,16 +211,11 @@ async fn bodies_over_the_limit_get_413_and_at_the_limit_are_published() {
     let topic = topic().await;
     let at_limit = "a".repeat(1024);
     let over_limit = "a".repeat(1025);
-    let events = app.url(&format!("/v1/topics/{topic}/events"));
     let text = |key: &str, body: &str| {
-        app.client
-            .post(&events)
-            .header("Idempotency-Key", key)
-            .header("Content-Type", "text/plain")
-            .body(body.to_owned())
+        app.post_event_with(&topic, key, body, &[("Content-Type", "text/plain")])
     };
 
-    let over = send(text("k-over", &over_limit)).await;
+    let over = text("k-over", &over_limit).await;
     over.assert_problem(413, "payload-too-large");
     // A client that writes its whole (large) body before reading gets the 413, not a reset.
     for i in 0..5 {
@@ -240,16 +237,16 @@ async fn bodies_over_the_limit_get_413_and_at_the_limit_are_published() {
     }
     // Without Content-Length (chunked), the limit still holds while reading.
     let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(over_limit.clone())]);
-    let chunked = send(
-        app.client
-            .post(&events)
-            .header("Idempotency-Key", "k-chunked")
-            .body(reqwest::Body::wrap_stream(stream)),
-    )
-    .await;
+    let chunked = app
+        .post_event_raw(
+            &topic,
+            &[("Idempotency-Key", "k-chunked")],
+            reqwest::Body::wrap_stream(stream),
+        )
+        .await;
     chunked.assert_problem(413, "payload-too-large");
 
-    let at = send(text("k-at", &at_limit)).await;
+    let at = text("k-at", &at_limit).await;
     assert_eq!(at.status, 201, "{}", at.body);
     let in_kafka = records(&topic);
     assert_eq!(in_kafka.len(), 1);
@@ -266,17 +263,17 @@ async fn with_redis_down_nothing_is_published_and_service_resumes_when_it_is_bac
     )
     .await;
     let topic = topic().await;
-    let ready = send(app.client.get(app.url("/readyz"))).await;
+    let ready = app.readyz().await;
     assert_eq!(ready.status, 200, "{}", ready.body);
 
     redis.kill();
-    let reply = send(app.post_event(&topic, "k-down", r#"{"n":1}"#)).await;
+    let reply = app.post_event(&topic, "k-down", r#"{"n":1}"#).await;
     reply.assert_problem(503, "idempotency-store-unavailable");
     assert!(
         reply.header("retry-after").is_some(),
         "503 says when to retry"
     );
-    let not_ready = send(app.client.get(app.url("/readyz"))).await;
+    let not_ready = app.readyz().await;
     assert_eq!(not_ready.status, 503);
     assert_eq!(not_ready.json()["checks"]["redis"]["status"], "error");
     assert_eq!(records(&topic).len(), 0, "fail closed: nothing published");
@@ -284,7 +281,7 @@ async fn with_redis_down_nothing_is_published_and_service_resumes_when_it_is_bac
     redis.restart();
     let mut status = 0;
     for _ in 0..50 {
-        let retry = send(app.post_event(&topic, "k-down", r#"{"n":1}"#)).await;
+        let retry = app.post_event(&topic, "k-down", r#"{"n":1}"#).await;
         status = retry.status;
         if status == 201 {
             break;
@@ -305,11 +302,7 @@ async fn two_gateways_sharing_redis_publish_50_concurrent_duplicates_once() {
     let mut requests = Vec::new();
     for i in 0..50 {
         let app = if i % 2 == 0 { &a } else { &b };
-        requests.push(send(app.post_event(
-            &topic,
-            "shared-key",
-            r#"{"same":"event"}"#,
-        )));
+        requests.push(app.post_event(&topic, "shared-key", r#"{"same":"event"}"#));
     }
     let replies = futures::future::join_all(requests).await;
 
@@ -343,15 +336,15 @@ async fn two_gateways_sharing_redis_publish_50_concurrent_duplicates_once() {
 async fn health_readiness_metrics_and_unknown_routes() {
     let app = TestApp::spawn_default(test_settings()).await;
     let topic = topic().await;
-    let _ = send(app.post_event(&topic, "k-metrics", "{}")).await;
+    let _ = app.post_event(&topic, "k-metrics", "{}").await;
 
-    let health = send(app.client.get(app.url("/healthz"))).await;
+    let health = app.healthz().await;
     assert_eq!(health.status, 200);
-    let ready = send(app.client.get(app.url("/readyz"))).await;
+    let ready = app.readyz().await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.json()["status"], "ready");
 
-    let metrics = send(app.client.get(app.url("/metrics"))).await;
+    let metrics = app.metrics().await;
     assert_eq!(metrics.status, 200);
     for name in [
         "ackgate_http_requests_total",
@@ -369,19 +362,11 @@ async fn health_readiness_metrics_and_unknown_routes() {
         "labels use the route template, not the raw path"
     );
 
-    let unknown = send(app.client.get(app.url("/nope"))).await;
+    let unknown = app.get("/nope").await;
     unknown.assert_problem(404, "not-found");
-    let wrong_method = send(
-        app.client
-            .get(app.url(&format!("/v1/topics/{topic}/events"))),
-    )
-    .await;
+    let wrong_method = app.get(&format!("/v1/topics/{topic}/events")).await;
     wrong_method.assert_problem(405, "method-not-allowed");
-    let no_failure = send(
-        app.client
-            .get(app.url("/v1/failures/01JD3Q4ZJ8M3S6Y5F3N2W1V0TA")),
-    )
-    .await;
+    let no_failure = app.get_failure("01JD3Q4ZJ8M3S6Y5F3N2W1V0TA").await;
     no_failure.assert_problem(404, "failure-not-found");
 }
 
@@ -391,14 +376,14 @@ async fn a_body_exactly_at_the_default_limit_is_published() {
     let topic = topic().await;
     let body = vec![b'z'; ackgate::settings::DEFAULT_MAX_BODY_BYTES];
 
-    let reply = send(
-        app.client
-            .post(app.url(&format!("/v1/topics/{topic}/events")))
-            .header("Idempotency-Key", "k-1mib")
-            .header("Content-Type", "application/octet-stream")
-            .body(body.clone()),
-    )
-    .await;
+    let reply = app
+        .post_event_with(
+            &topic,
+            "k-1mib",
+            &body,
+            &[("Content-Type", "application/octet-stream")],
+        )
+        .await;
 
     assert_eq!(reply.status, 201, "{}", reply.body);
     let in_kafka = records(&topic);

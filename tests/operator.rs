@@ -27,7 +27,7 @@ fn short_delivery() -> Settings {
 /// Publishes with every broker down; returns the failure id of the answer.
 async fn fail_with_brokers_down(kafka: &MockKafka, app: &TestApp, key: &str) -> String {
     kafka.all_down();
-    let reply = send(app.post_event(TOPIC, key, r#"{"order":1}"#)).await;
+    let reply = app.post_event(TOPIC, key, r#"{"order":1}"#).await;
     kafka.all_up();
     kafka.wait_until_publishing(app).await;
     assert!(matches!(reply.status, 503 | 504), "{}", reply.body);
@@ -46,14 +46,7 @@ async fn an_operator_retry_publishes_a_kept_event_exactly_once() {
     let id = fail_with_brokers_down(&kafka, &app, "k-retry").await;
 
     // Two operators press "retry" at the same moment.
-    let retry = || {
-        send(
-            app.client
-                .post(app.url(&format!("/v1/failures/{id}/retry")))
-                .header("Content-Type", "application/json")
-                .body(r#"{"by":"alice"}"#),
-        )
-    };
+    let retry = || app.retry_failure_as(&id, "alice");
     let (a, b) = tokio::join!(retry(), retry());
     let (won, lost) = if a.status == 200 { (a, b) } else { (b, a) };
 
@@ -76,13 +69,13 @@ async fn an_operator_retry_publishes_a_kept_event_exactly_once() {
     assert_eq!(in_kafka[0].value, br#"{"order":1}"#);
 
     // The client's own retry now replays the success instead of publishing again.
-    let client_retry = send(app.post_event(TOPIC, "k-retry", r#"{"order":1}"#)).await;
+    let client_retry = app.post_event(TOPIC, "k-retry", r#"{"order":1}"#).await;
     assert_eq!(client_retry.status, 201, "{}", client_retry.body);
     assert_eq!(client_retry.header("idempotent-replayed"), Some("true"));
     assert_eq!(kafka.records_with_key("k-retry").len(), 1);
     // A resolved record cannot be retried again.
     retry().await.assert_problem(409, "failure-not-open");
-    let metrics = send(app.client.get(app.url("/metrics"))).await.body;
+    let metrics = app.metrics().await.body;
     assert!(
         metrics.contains(&format!(
             r#"ackgate_failure_records_created_total{{topic="{TOPIC}",code="MessageTimedOut"}}"#
@@ -98,14 +91,15 @@ async fn failure_records_are_listed_by_topic_and_state_and_can_be_discarded() {
     kafka.warm_up(&app).await;
     let first = fail_with_brokers_down(&kafka, &app, "k-list-1").await;
     let second = fail_with_brokers_down(&kafka, &app, "k-list-2").await;
-    let list = |query: &str| send(app.client.get(app.url(&format!("/v1/failures?{query}"))));
 
     // Page through every open record of the topic, one per page. (Probes sent while the
     // producer reconnected may have left records of their own.)
     let mut ids = Vec::new();
     let mut cursor = String::new();
     loop {
-        let page = list(&format!("topic={TOPIC}&state=open&limit=1{cursor}")).await;
+        let page = app
+            .list_failures(&format!("topic={TOPIC}&state=open&limit=1{cursor}"))
+            .await;
         assert_eq!(page.status, 200, "{}", page.body);
         let page = page.json();
         let items = page["items"].as_array().unwrap();
@@ -125,18 +119,13 @@ async fn failure_records_are_listed_by_topic_and_state_and_can_be_discarded() {
     unique_ids.dedup();
     assert_eq!(unique_ids.len(), ids.len(), "no record twice across pages");
 
-    let discard = |id: &str, body: &str| {
-        send(
-            app.client
-                .post(app.url(&format!("/v1/failures/{id}/discard")))
-                .header("Content-Type", "application/json")
-                .body(body.to_owned()),
-        )
-    };
-    discard(&first, "{}")
+    // No reason: a body the typed method would not send.
+    app.post_json(&format!("/v1/failures/{first}/discard"), "{}")
         .await
         .assert_problem(400, "invalid-json");
-    let discarded = discard(&first, r#"{"reason":"duplicate of order 1","by":"bob"}"#).await;
+    let discarded = app
+        .discard_failure_as(&first, "duplicate of order 1", "bob")
+        .await;
     assert_eq!(discarded.status, 200, "{}", discarded.body);
     assert_eq!(discarded.json()["state"], "discarded");
     assert_eq!(
@@ -144,7 +133,10 @@ async fn failure_records_are_listed_by_topic_and_state_and_can_be_discarded() {
         "duplicate of order 1"
     );
 
-    let open = list(&format!("topic={TOPIC}&state=open")).await.json();
+    let open = app
+        .list_failures(&format!("topic={TOPIC}&state=open"))
+        .await
+        .json();
     let open_ids: Vec<_> = open["items"]
         .as_array()
         .unwrap()
@@ -154,17 +146,17 @@ async fn failure_records_are_listed_by_topic_and_state_and_can_be_discarded() {
     assert!(
         !open_ids.contains(&first.as_str().into()) && open_ids.contains(&second.as_str().into())
     );
-    let gone = list(&format!("topic={TOPIC}&state=discarded")).await.json();
+    let gone = app
+        .list_failures(&format!("topic={TOPIC}&state=discarded"))
+        .await
+        .json();
     assert_eq!(gone["items"][0]["id"], first.as_str());
-    list("state=nope")
+    app.list_failures("state=nope")
         .await
         .assert_problem(400, "invalid-query");
-    send(
-        app.client
-            .post(app.url(&format!("/v1/failures/{first}/retry"))),
-    )
-    .await
-    .assert_problem(409, "failure-not-open");
+    app.retry_failure(&first)
+        .await
+        .assert_problem(409, "failure-not-open");
     assert!(
         kafka.records_with_key("k-list-1").is_empty(),
         "a discarded event is not published"
@@ -185,7 +177,7 @@ async fn retriable_errors_that_clear_in_time_give_one_record() {
         ],
     );
 
-    let reply = send(app.post_event(TOPIC, "k-flaky", r#"{"n":1}"#)).await;
+    let reply = app.post_event(TOPIC, "k-flaky", r#"{"n":1}"#).await;
 
     assert_eq!(
         reply.status, 201,
@@ -214,14 +206,9 @@ async fn permanent_errors_get_the_right_4xx_at_once() {
     // Above the producer's message.max.bytes but within the gateway's 1 MiB.
     let big = "x".repeat(1_000_500);
     let started = Instant::now();
-    let too_large = send(
-        app.client
-            .post(app.url(&format!("/v1/topics/{TOPIC}/events")))
-            .header("Idempotency-Key", "k-big")
-            .header("Content-Type", "text/plain")
-            .body(big),
-    )
-    .await;
+    let too_large = app
+        .post_event_with(TOPIC, "k-big", big, &[("Content-Type", "text/plain")])
+        .await;
     too_large.assert_problem(413, "message-too-large");
     assert_eq!(too_large.json()["persistence"], "not_persisted");
     assert!(
@@ -233,7 +220,7 @@ async fn permanent_errors_get_the_right_4xx_at_once() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
     );
-    let forbidden = send(app.post_event(TOPIC, "k-acl", "{}")).await;
+    let forbidden = app.post_event(TOPIC, "k-acl", "{}").await;
     forbidden.assert_problem(403, "topic-not-authorized");
     assert!(
         forbidden.json()["failure_id"].is_string(),
@@ -257,15 +244,15 @@ async fn a_fatal_producer_error_is_healed_and_the_next_requests_succeed() {
     app.publisher.inject_fatal_error();
     // The request that meets the dead producer may fail (with a failure record); the ones
     // after it go through a fresh producer.
-    let first = send(app.app.post_event(TOPIC, "k-fatal-1", "{}")).await;
+    let first = app.app.post_event(TOPIC, "k-fatal-1", "{}").await;
     assert!(matches!(first.status, 201 | 503 | 504), "{}", first.body);
     for i in 0..5 {
         let key = format!("k-after-fatal-{i}");
-        let reply = send(app.app.post_event(TOPIC, &key, "{}")).await;
+        let reply = app.app.post_event(TOPIC, &key, "{}").await;
         assert_eq!(reply.status, 201, "{}", reply.body);
         assert_eq!(kafka.records_with_key(&key).len(), 1);
     }
-    let metrics = send(app.app.client.get(app.app.url("/metrics"))).await;
+    let metrics = app.app.metrics().await;
     assert!(
         metrics.body.contains("ackgate_producer_rebuilds_total"),
         "the rebuild is counted"
@@ -290,7 +277,7 @@ async fn a_failure_record_survives_redis_being_down_via_the_spool() {
     kafka.warm_up(&app).await;
 
     kafka.all_down();
-    let pending = tokio::spawn(send(app.post_event(TOPIC, "k-spool", r#"{"keep":"me"}"#)));
+    let pending = tokio::spawn(app.post_event(TOPIC, "k-spool", r#"{"keep":"me"}"#));
     // The claim has happened; Redis dies while the delivery is failing.
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.kill();
@@ -311,7 +298,7 @@ async fn a_failure_record_survives_redis_being_down_via_the_spool() {
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let record = send(app.client.get(app.url(&format!("/v1/failures/{id}")))).await;
+        let record = app.get_failure(&id).await;
         if record.status == 200 {
             assert_eq!(record.json()["event"]["value"]["data"], r#"{"keep":"me"}"#);
             break;
@@ -337,24 +324,24 @@ async fn a_slow_ack_gets_202_and_the_status_shows_the_offset_when_it_lands() {
     kafka.warm_up(&app).await;
     kafka.set_rtt(Duration::from_millis(2_500));
 
-    let reply = send(app.post_event(TOPIC, "k/slow?", r#"{"n":1}"#)).await;
+    let reply = app.post_event(TOPIC, "k/slow?", r#"{"n":1}"#).await;
 
     assert_eq!(reply.status, 202, "{}", reply.body);
     let location = reply.header("location").expect("Location").to_owned();
     assert_eq!(location, format!("/v1/topics/{TOPIC}/events/k%2Fslow%3F"));
     assert_eq!(reply.json()["links"]["status"], location.as_str());
-    let retry = send(app.post_event(TOPIC, "k/slow?", r#"{"n":1}"#)).await;
+    let retry = app.post_event(TOPIC, "k/slow?", r#"{"n":1}"#).await;
     assert_eq!(
         retry.status, 202,
         "a retry while unsettled gets the same 202"
     );
     assert_eq!(retry.body, reply.body);
-    let status = send(app.client.get(app.url(&location))).await.json();
+    let status = app.get(&location).await.json();
     assert_eq!(status["state"], "in_flight");
 
     let deadline = Instant::now() + Duration::from_secs(15);
     let settled = loop {
-        let status = send(app.client.get(app.url(&location))).await.json();
+        let status = app.get(&location).await.json();
         if status["state"] != "in_flight" {
             break status;
         }
@@ -370,12 +357,9 @@ async fn a_slow_ack_gets_202_and_the_status_shows_the_offset_when_it_lands() {
         in_kafka[0].offset,
         settled["answer"]["offset"].as_i64().unwrap()
     );
-    send(
-        app.client
-            .get(app.url(&format!("/v1/topics/{TOPIC}/events/never-sent"))),
-    )
-    .await
-    .assert_problem(404, "event-not-found");
+    app.event_status(TOPIC, "never-sent")
+        .await
+        .assert_problem(404, "event-not-found");
 }
 
 #[tokio::test]
@@ -392,9 +376,7 @@ async fn with_dead_letter_topics_on_a_failed_event_is_copied_to_its_dlt() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let copy = loop {
-        let record = send(app.client.get(app.url(&format!("/v1/failures/{id}"))))
-            .await
-            .json();
+        let record = app.get_failure(&id).await.json();
         if !record["dead_letter"].is_null() {
             break record["dead_letter"].clone();
         }
@@ -445,7 +427,7 @@ async fn a_broker_that_lost_the_producer_state_does_not_wedge_the_gateway() {
 
         // The request that meets the error may fail, with a failure record; the gateway must
         // recover (epoch bump or a rebuilt producer) and go on serving.
-        let hit = send(app.post_event(TOPIC, "k-state-lost", "{}")).await;
+        let hit = app.post_event(TOPIC, "k-state-lost", "{}").await;
         assert!(
             matches!(hit.status, 201 | 503 | 504),
             "{error:?}: {}",
@@ -456,7 +438,7 @@ async fn a_broker_that_lost_the_producer_state_does_not_wedge_the_gateway() {
         }
         for i in 0..5 {
             let key = format!("k-after-{i}");
-            let reply = send(app.post_event(TOPIC, &key, "{}")).await;
+            let reply = app.post_event(TOPIC, &key, "{}").await;
             assert_eq!(reply.status, 201, "{error:?}: {}", reply.body);
             assert_eq!(kafka.records_with_key(&key).len(), 1, "{error:?}");
         }

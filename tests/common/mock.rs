@@ -7,7 +7,7 @@ use ackgate::settings::Settings;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-use super::{Record, TestApp, consume_all, redis_url, send, unique};
+use super::{Record, TestApp, consume_all, redis_url, unique};
 
 pub const BROKERS: i32 = 3;
 pub const PARTITIONS: i32 = 3;
@@ -81,11 +81,14 @@ impl MockKafka {
         // One at a time, so that a test's small --max-in-flight does not shed them.
         let mut all_acknowledged = true;
         for i in 0..30 {
-            let reply = send(
-                app.post_event(self.topic, &unique("warm-up"), "{}")
-                    .header("Kafka-Key", format!("warm-{i}")),
-            )
-            .await;
+            let reply = app
+                .post_event_with(
+                    self.topic,
+                    &unique("warm-up"),
+                    "{}",
+                    &[("Kafka-Key", &format!("warm-{i}"))],
+                )
+                .await;
             all_acknowledged &= reply.status == 201;
         }
         all_acknowledged

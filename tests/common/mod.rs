@@ -6,6 +6,11 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod mock;
+mod routes;
+
+// Not every test target names them.
+#[allow(unused_imports)]
+pub use routes::{Pending, path_segment};
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -131,15 +136,6 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
-    }
-
-    /// A POST to the events route; add headers with the builder before sending.
-    pub fn post_event(&self, topic: &str, key: &str, body: &str) -> reqwest::RequestBuilder {
-        self.client
-            .post(self.url(&format!("/v1/topics/{topic}/events")))
-            .header("Idempotency-Key", key)
-            .header("Content-Type", "application/json")
-            .body(body.to_owned())
     }
 
     /// Triggers graceful shutdown and waits for it.
