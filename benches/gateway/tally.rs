@@ -2,7 +2,7 @@
 //! timeline phases the answers of every second ([`Timeline`]).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -124,12 +124,15 @@ impl Timeline {
     }
 }
 
+/// Locks what the workers of a phase share (a [`Tally`], a [`Timeline`]); counts left by a
+/// worker that panicked holding it are still counts.
+pub(crate) fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub(crate) fn take_tally(tally: Arc<Mutex<Tally>>) -> Tally {
     match Arc::try_unwrap(tally) {
         Ok(mutex) => mutex.into_inner().unwrap_or_else(|e| e.into_inner()),
-        Err(shared) => std::mem::replace(
-            &mut *shared.lock().unwrap_or_else(|e| e.into_inner()),
-            Tally::new(),
-        ),
+        Err(shared) => std::mem::replace(&mut *lock(&shared), Tally::new()),
     }
 }

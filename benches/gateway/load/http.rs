@@ -14,9 +14,9 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::load::pacing::{Tickets, Window};
+use crate::load::pacing::{Pace, Tickets, Window};
 use crate::load::{Events, REQUEST_TIMEOUT, is_duplicate};
-use crate::tally::{Outcome, Tally, Timeline, take_tally};
+use crate::tally::{Outcome, Tally, Timeline, lock, take_tally};
 
 pub(crate) struct HttpLoad {
     pub(crate) addr: SocketAddr,
@@ -26,6 +26,29 @@ pub(crate) struct HttpLoad {
     pub(crate) duplicate_percent: u32,
     pub(crate) tickets: Tickets,
     pub(crate) timeline: Option<Arc<Mutex<Timeline>>>,
+}
+
+impl HttpLoad {
+    /// `connections` connections to the gateway at `addr` posting `events` to `topic`, paced by
+    /// `pace` over `window`: no retries, no timeline (set those fields for them).
+    pub(crate) fn new(
+        addr: SocketAddr,
+        topic: &str,
+        events: Events,
+        connections: usize,
+        pace: Pace,
+        window: Window,
+    ) -> Self {
+        HttpLoad {
+            addr,
+            topic: topic.to_owned(),
+            events,
+            connections,
+            duplicate_percent: 0,
+            tickets: Tickets::new(pace, window),
+            timeline: None,
+        }
+    }
 }
 
 /// One keep-alive HTTP/1.1 connection to the gateway, spoken by hand.
@@ -179,13 +202,9 @@ async fn http_worker(
     let mut answered: VecDeque<(String, Bytes)> = VecDeque::new();
     while let Some(at) = load.tickets.take() {
         if !load.tickets.wait(at).await {
-            tally.lock().unwrap_or_else(|e| e.into_inner()).skipped += 1;
+            lock(&tally).skipped += 1;
             if let Some(timeline) = &load.timeline {
-                timeline
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .bucket(Instant::now())
-                    .skipped += 1;
+                lock(timeline).bucket(Instant::now()).skipped += 1;
             }
             continue;
         }
@@ -201,7 +220,7 @@ async fn http_worker(
         };
         if conn.is_none() {
             // The server closed the connection (e.g. after a 503): open a new one.
-            tally.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
+            lock(&tally).reconnects += 1;
             conn = Conn::open(load.addr).await.ok();
         }
         let Some(open) = conn.as_mut() else {
@@ -279,15 +298,9 @@ fn record_http(
 ) {
     let latency = done.saturating_duration_since(origin);
     if let Some(timeline) = &load.timeline {
-        timeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(done, outcome, latency);
+        lock(timeline).record(done, outcome, latency);
     }
     if window.counts(done) {
-        tally
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(outcome, answer, latency);
+        lock(tally).record(outcome, answer, latency);
     }
 }

@@ -50,6 +50,16 @@ pub(crate) enum Pace {
     Overload(f64),
 }
 
+impl Pace {
+    /// The open-loop rate asked for, events/s; `None` closed-loop.
+    pub(crate) fn target_rate(self) -> Option<f64> {
+        match self {
+            Pace::Closed => None,
+            Pace::Rate(rate) | Pace::Overload(rate) => Some(rate),
+        }
+    }
+}
+
 pub(crate) struct Tickets {
     pub(crate) pace: Pace,
     pub(crate) window: Window,

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::cli::DELIVERY_TIMEOUT_MS;
 use crate::load::pacing::{Pace, Tickets, Window};
 use crate::load::{Events, REQUEST_TIMEOUT};
-use crate::tally::{Outcome, Tally, take_tally};
+use crate::tally::{Outcome, Tally, lock, take_tally};
 
 /// The gateway's producer settings, from the gateway's own code: the raw producer phase is
 /// only the gateway's physical limit while it is configured exactly the same way.
@@ -49,7 +49,7 @@ impl ProducerContext for RawContext {
         let done = Instant::now();
         if self.window.counts(done) {
             let latency = done - outstanding.origin;
-            let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tally = lock(&self.tally);
             match result {
                 Ok(_) => tally.record(Outcome::Ok, "ack", latency),
                 Err((error, _)) => {
@@ -111,7 +111,7 @@ pub(crate) async fn run_raw_producer(load: RawProducerLoad<'_>) -> anyhow::Resul
         if let Err((error, _record)) = producer.send(record) {
             // Not enqueued (queue full): counted, and the slot is freed with the record.
             if load.window.counts(sent) {
-                let mut tally = tally.lock().unwrap_or_else(|e| e.into_inner());
+                let mut tally = lock(&tally);
                 tally.record(
                     Outcome::Other,
                     &format!("not enqueued: {error}"),

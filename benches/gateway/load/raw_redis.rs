@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use crate::cli::{LEASE_MS, TTL_SECS};
 use crate::load::Events;
 use crate::load::pacing::{Pace, Tickets, Window};
-use crate::tally::{Outcome, Tally, take_tally};
+use crate::tally::{Outcome, Tally, lock, take_tally};
 
 pub(crate) struct RawRedisLoad {
     pub(crate) conn: ConnectionManager,
@@ -95,11 +95,7 @@ pub(crate) async fn run_raw_redis(load: RawRedisLoad) -> anyhow::Result<Tally> {
                     ),
                     Err(error) => (Outcome::Other, format!("error: {:?}", error.kind())),
                 };
-                tally.lock().unwrap_or_else(|e| e.into_inner()).record(
-                    outcome,
-                    &answer,
-                    done - sent,
-                );
+                lock(&tally).record(outcome, &answer, done - sent);
             }
         });
     }

@@ -3,21 +3,12 @@
 //! closed-loop load again; its [`OverloadSummary`] has a per-second timeline of 201s, 503s, RSS
 //! and CPU.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
 use serde::Serialize;
 
-use crate::load::Events;
-use crate::load::http::{HttpLoad, run_http};
-use crate::load::pacing::{Pace, Tickets, Window};
-use crate::phases::Run;
-use crate::processes::gateway::Gateway;
-use crate::processes::procfs::Probes;
-use crate::processes::sampler::Sampler;
+use crate::load::pacing::{Pace, Window};
+use crate::phases::{Run, Watch};
 use crate::report::append_line;
-use crate::results::{Latency, PhaseMeta, measure, phase_result};
-use crate::tally::Timeline;
+use crate::results::Latency;
 
 impl Run {
     /// One gateway with `--max-in-flight cap`: calm, 4× the sustainable rate, calm again.
@@ -26,20 +17,8 @@ impl Run {
         cap: usize,
         sustainable: f64,
     ) -> anyhow::Result<OverloadSummary> {
-        let (topic, prefix) = self.fresh_names().await?;
-        let name = format!("{topic}-overload");
         let extra = ["--max-in-flight".to_owned(), cap.to_string()];
-        let gateway = Gateway::start(&self.args, &prefix, &name, &extra).await?;
-        let origin = Instant::now();
-        let timeline = Arc::new(Mutex::new(Timeline {
-            origin,
-            seconds: Vec::new(),
-        }));
-        let probes = Probes {
-            gateway: Some(gateway.pid),
-            ..self.probes
-        };
-        let sampler = Sampler::start(origin, probes);
+        let watched = self.start_watched("overload", &extra).await?;
         let rate = 4.0 * sustainable;
         let calm = self.args.calm_secs;
         let crowd = self.args.overload_connections.unwrap_or(4 * cap);
@@ -56,46 +35,19 @@ impl Run {
             ("overload_after", Pace::Closed, cap, calm),
         ] {
             let window = Window::starting_now(1.0, seconds);
-            let load = HttpLoad {
-                addr: gateway.addr,
-                topic: topic.clone(),
-                events: Events {
-                    run: format!("{topic}-{segment}"),
-                    bytes: self.args.event_bytes,
-                },
-                connections,
-                duplicate_percent: 0,
-                tickets: Tickets::new(pace, window),
-                timeline: Some(timeline.clone()),
-            };
-            let measured = measure(probes, window, run_http(load)).await?;
-            let result = phase_result(
-                PhaseMeta {
-                    run_id: &self.run_id,
-                    phase: segment,
-                    window: connections,
-                    target_rate: match pace {
-                        Pace::Overload(rate) => Some(rate),
-                        _ => None,
-                    },
-                    event_bytes: self.args.event_bytes,
-                    gateway: Some(&gateway),
-                },
-                &measured,
-            );
-            rss_at.push(gateway.rss_mib());
+            let events = self.events(&format!("{}-{segment}", watched.topic));
+            let load = watched.load(events, connections, pace, window);
+            let result = self.measure_http(segment, &watched.gateway, load).await?;
+            rss_at.push(watched.gateway.rss_mib());
             segments.push(result.clone());
             self.push(result)?;
         }
-        let samples = sampler.stop().await?;
-        let peak_rss = gateway.peak_rss_mib();
-        gateway.stop().await?;
-        self.cleanup(&topic, &prefix).await;
+        let Watch {
+            timeline,
+            samples,
+            peak_rss,
+        } = self.stop_watched(watched).await?;
 
-        let timeline = Arc::try_unwrap(timeline)
-            .map_err(|_| anyhow::anyhow!("timeline still shared"))?
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
         let seconds: Vec<TimelineSecond> = timeline
             .seconds
             .iter()

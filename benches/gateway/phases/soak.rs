@@ -2,21 +2,11 @@
 //! minutes, the RSS and CPU of it, Redis and the broker sampled every second, to show whether
 //! anything grows without bound ([`SoakSummary`], one row a minute).
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
 use serde::Serialize;
 
-use crate::load::Events;
-use crate::load::http::{HttpLoad, run_http};
-use crate::load::pacing::{Pace, Tickets, Window};
-use crate::phases::Run;
-use crate::processes::gateway::Gateway;
-use crate::processes::procfs::Probes;
-use crate::processes::sampler::Sampler;
+use crate::load::pacing::{Pace, Window};
+use crate::phases::{Run, Watch};
 use crate::report::append_line;
-use crate::results::{PhaseMeta, measure, phase_result};
-use crate::tally::Timeline;
 
 impl Run {
     /// One gateway under closed-loop load at `window` for `seconds`: memory and CPU sampled
@@ -26,52 +16,16 @@ impl Run {
         window: usize,
         seconds: f64,
     ) -> anyhow::Result<SoakSummary> {
-        let (topic, prefix) = self.fresh_names().await?;
-        let gateway = Gateway::start(&self.args, &prefix, &format!("{topic}-soak"), &[]).await?;
-        let origin = Instant::now();
-        let timeline = Arc::new(Mutex::new(Timeline {
-            origin,
-            seconds: Vec::new(),
-        }));
-        let probes = Probes {
-            gateway: Some(gateway.pid),
-            ..self.probes
-        };
-        // Redis and the broker too: if throughput drifts, whose cost grew?
-        let sampler = Sampler::start(origin, probes);
+        let watched = self.start_watched("soak", &[]).await?;
         let measured_window = Window::starting_now(0.0, seconds);
-        let load = HttpLoad {
-            addr: gateway.addr,
-            topic: topic.clone(),
-            events: Events {
-                run: format!("{topic}-soak"),
-                bytes: self.args.event_bytes,
-            },
-            connections: window,
-            duplicate_percent: 0,
-            tickets: Tickets::new(Pace::Closed, measured_window),
-            timeline: Some(timeline.clone()),
-        };
-        let measured = measure(probes, measured_window, run_http(load)).await?;
-        let result = phase_result(
-            PhaseMeta {
-                run_id: &self.run_id,
-                phase: "soak",
-                window,
-                target_rate: None,
-                event_bytes: self.args.event_bytes,
-                gateway: Some(&gateway),
-            },
-            &measured,
-        );
-        let samples = sampler.stop().await?;
-        let peak_rss = gateway.peak_rss_mib();
-        gateway.stop().await?;
-        self.cleanup(&topic, &prefix).await;
-        let timeline = Arc::try_unwrap(timeline)
-            .map_err(|_| anyhow::anyhow!("timeline still shared"))?
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
+        let events = self.events(&format!("{}-soak", watched.topic));
+        let load = watched.load(events, window, Pace::Closed, measured_window);
+        let result = self.measure_http("soak", &watched.gateway, load).await?;
+        let Watch {
+            timeline,
+            samples,
+            peak_rss,
+        } = self.stop_watched(watched).await?;
 
         // One row per minute: events answered, RSS at its end, CPU over it.
         let minutes = (seconds / 60.0).ceil() as usize;

@@ -10,16 +10,14 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::backends::redis_connection;
-use crate::load::http::{HttpLoad, run_http};
-use crate::load::pacing::{Pace, Tickets, Window};
+use crate::load::http::HttpLoad;
+use crate::load::pacing::{Pace, Window};
 use crate::load::raw_producer::{RawProducerLoad, run_raw_producer};
 use crate::load::raw_redis::{RawRedisLoad, run_raw_redis};
 use crate::phases::Run;
-use crate::processes::gateway::Gateway;
-use crate::processes::procfs::Probes;
 use crate::report::file_stem;
 use crate::report::perf::{PERF_RECORD, perf_text};
-use crate::results::{PhaseMeta, measure, phase_result};
+use crate::results::measure;
 
 impl Run {
     pub(crate) async fn raw_producer(
@@ -37,26 +35,12 @@ impl Run {
             pace,
             window,
         };
-        let probes = Probes {
-            gateway: None,
-            ..self.probes
+        let measured = measure(self.probes(None), window, run_raw_producer(load)).await?;
+        let phase = match pace {
+            Pace::Rate(_) => "raw_producer_fixed",
+            _ => "raw_producer",
         };
-        let measured = measure(probes, window, run_raw_producer(load)).await?;
-        let (phase, rate) = match pace {
-            Pace::Rate(rate) => ("raw_producer_fixed", Some(rate)),
-            _ => ("raw_producer", None),
-        };
-        let result = phase_result(
-            PhaseMeta {
-                run_id: &self.run_id,
-                phase,
-                window: window_size,
-                target_rate: rate,
-                event_bytes: self.args.event_bytes,
-                gateway: None,
-            },
-            &measured,
-        );
+        let result = self.result(phase, window_size, pace, None, &measured);
         self.cleanup(&topic, &prefix).await;
         self.push(result)
     }
@@ -72,22 +56,8 @@ impl Run {
             window_size,
             window,
         };
-        let probes = Probes {
-            gateway: None,
-            ..self.probes
-        };
-        let measured = measure(probes, window, run_raw_redis(load)).await?;
-        let result = phase_result(
-            PhaseMeta {
-                run_id: &self.run_id,
-                phase: "raw_redis",
-                window: window_size,
-                target_rate: None,
-                event_bytes: self.args.event_bytes,
-                gateway: None,
-            },
-            &measured,
-        );
+        let measured = measure(self.probes(None), window, run_raw_redis(load)).await?;
+        let result = self.result("raw_redis", window_size, Pace::Closed, None, &measured);
         self.cleanup(&topic, &prefix).await;
         self.push(result)
     }
@@ -100,55 +70,30 @@ impl Run {
         duplicate_percent: u32,
         perf: bool,
     ) -> anyhow::Result<()> {
-        let (topic, prefix) = self.fresh_names().await?;
         let phase = match (pace, duplicate_percent) {
             (Pace::Rate(_), _) => "gateway_fixed".to_owned(),
             (_, 0) => "gateway_unique".to_owned(),
             (_, p) => format!("gateway_dup{p}"),
         };
-        let name = format!("{topic}-{phase}");
-        let gateway = Gateway::start(&self.args, &prefix, &name, &[]).await?;
+        let (topic, prefix, gateway) = self.start_gateway(&phase, &[]).await?;
         let window = self.window();
+        let events = self.events(&topic);
         let load = HttpLoad {
-            addr: gateway.addr,
-            topic: topic.clone(),
-            events: self.events(&topic),
-            connections: window_size,
             duplicate_percent,
-            tickets: Tickets::new(pace, window),
-            timeline: None,
-        };
-        let probes = Probes {
-            gateway: Some(gateway.pid),
-            ..self.probes
+            ..HttpLoad::new(gateway.addr, &topic, events, window_size, pace, window)
         };
         let profiler = if perf {
             Some(self.start_perf(gateway.pid, window)?)
         } else {
             None
         };
-        let measured = measure(probes, window, run_http(load)).await?;
-        let mut result = phase_result(
-            PhaseMeta {
-                run_id: &self.run_id,
-                phase: &phase,
-                window: window_size,
-                target_rate: match pace {
-                    Pace::Rate(rate) => Some(rate),
-                    _ => None,
-                },
-                event_bytes: self.args.event_bytes,
-                gateway: Some(&gateway),
-            },
-            &measured,
-        );
+        let mut result = self.measure_http(&phase, &gateway, load).await?;
         result.profiled = perf;
         // perf first: it must see the gateway exit only after it has written its data.
         if let Some(profiler) = profiler {
             self.finish_perf(profiler, &phase, window_size)?;
         }
-        gateway.stop().await?;
-        self.cleanup(&topic, &prefix).await;
+        self.stop_gateway(gateway, &topic, &prefix).await?;
         self.push(result)
     }
 
