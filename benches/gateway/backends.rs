@@ -10,10 +10,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// A connection manager configured as the gateway's (`redis_connection` in src/lib.rs).
+use crate::cli::gateway_settings;
+
+/// A connection manager configured as the gateway's (`redis_connection` in src/lib.rs), but
+/// connected at once: the bench has no use for a Redis it cannot reach.
 pub(crate) async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url).context("invalid Redis URL")?;
-    let timeout = Duration::from_millis(1000);
+    let timeout = gateway_settings().redis_timeout();
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))

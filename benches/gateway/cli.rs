@@ -3,14 +3,22 @@
 
 use std::path::PathBuf;
 
+use ackgate::settings::Settings;
 use clap::Parser;
 
-/// librdkafka's `delivery.timeout.ms` as the gateway sets it by default (`--delivery-timeout-ms`).
-pub(crate) const DELIVERY_TIMEOUT_MS: u64 = 30_000;
-/// The gateway's lease on a claimed key: delivery timeout + 10 s (see `Settings::lease`).
-pub(crate) const LEASE_MS: u64 = DELIVERY_TIMEOUT_MS + 10_000;
 /// Idempotency TTL for the bench's records (the keys are also deleted after each phase).
 pub(crate) const TTL_SECS: u64 = 3_600;
+
+/// The gateway's settings as the bench runs it: its defaults, but for the idempotency TTL
+/// ([`TTL_SECS`], passed as `--idempotency-ttl-secs`). The raw phases take the gateway's
+/// producer configuration, Redis timeout, lease and TTL from here, so that they stay what the
+/// gateway does.
+pub(crate) fn gateway_settings() -> Settings {
+    Settings {
+        idempotency_ttl_secs: TTL_SECS,
+        ..Settings::defaults()
+    }
+}
 
 #[derive(Debug, Clone, Parser)]
 #[command(about = "ackgate benchmark: raw producer, raw Redis and the gateway, same window")]

@@ -11,7 +11,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::cli::DELIVERY_TIMEOUT_MS;
+use crate::cli::gateway_settings;
 use crate::load::pacing::{Pace, Tickets, Window};
 use crate::load::{Events, REQUEST_TIMEOUT};
 use crate::tally::{Outcome, Tally, lock, take_tally};
@@ -19,13 +19,9 @@ use crate::tally::{Outcome, Tally, lock, take_tally};
 /// The gateway's producer settings, from the gateway's own code: the raw producer phase is
 /// only the gateway's physical limit while it is configured exactly the same way.
 fn gateway_producer_config(brokers: &str) -> ClientConfig {
-    let settings = ackgate::settings::Settings {
-        delivery_timeout_ms: DELIVERY_TIMEOUT_MS,
-        ..ackgate::settings::Settings::defaults()
-    };
     ackgate::publisher::producer_config(&ackgate::publisher::PublisherConfig::new(
         brokers.to_owned(),
-        &settings,
+        &gateway_settings(),
     ))
 }
 

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use crate::cli::{LEASE_MS, TTL_SECS};
+use crate::cli::gateway_settings;
 use crate::load::Events;
 use crate::load::pacing::{Pace, Tickets, Window};
 use crate::tally::{Outcome, Tally, lock, take_tally};
@@ -32,7 +32,9 @@ pub(crate) async fn run_raw_redis(load: RawRedisLoad) -> anyhow::Result<Tally> {
         Script::new(ackgate::idempotency::CLAIM_SCRIPT),
         Script::new(ackgate::idempotency::SETTLE_SCRIPT),
     ));
-    let ttl_ms = TTL_SECS * 1000;
+    let settings = gateway_settings();
+    let lease_ms = settings.lease().as_millis() as u64;
+    let ttl_ms = settings.idempotency_ttl().as_millis() as u64;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..load.window_size {
         let (load, tickets, scripts, tally) = (
@@ -64,7 +66,7 @@ pub(crate) async fn run_raw_redis(load: RawRedisLoad) -> anyhow::Result<Tally> {
                         .key(&record)
                         .arg(&owner)
                         .arg(&fingerprint)
-                        .arg(LEASE_MS)
+                        .arg(lease_ms)
                         .arg(ttl_ms)
                         .arg("0")
                         .invoke_async(&mut conn)
