@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of ackgate against its physical limits (benches/gateway.rs; see bench/README.md).
+# Benchmark of ackgate against its physical limits (benches/gateway/main.rs; see bench/README.md).
 #
 # Usage: scripts/bench.sh [--quick] [--perf] [--soak] [-- extra bench flags]
 #

@@ -1,0 +1,154 @@
+//! What a phase reports: its [`PhaseResult`] (throughput, latency percentiles, answers, the
+//! CPU of every process involved, the gateway's peak RSS), made from the [`Tally`] of its load
+//! and the CPU [`measure`]d at the start and end of its measured window.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::load::pacing::Window;
+use crate::processes::gateway::Gateway;
+use crate::processes::procfs::{CpuSample, Probes, delta};
+use crate::tally::Tally;
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Latency {
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
+    pub(crate) max: f64,
+    pub(crate) mean: f64,
+}
+
+fn latency(h: &Histogram<u64>) -> Option<Latency> {
+    (!h.is_empty()).then(|| Latency {
+        p50: h.value_at_quantile(0.50) as f64 / 1000.0,
+        p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+        p999: h.value_at_quantile(0.999) as f64 / 1000.0,
+        max: h.max() as f64 / 1000.0,
+        mean: h.mean() / 1000.0,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PhaseResult {
+    pub(crate) kind: &'static str,
+    pub(crate) run_id: String,
+    pub(crate) phase: String,
+    pub(crate) window: usize,
+    /// Open-loop rate asked for, events/s (fixed-rate and overload phases).
+    pub(crate) target_rate_eps: Option<f64>,
+    pub(crate) event_bytes: usize,
+    pub(crate) duration_s: f64,
+    /// Successful events in the measured window (201s, replays, acks, settled keys).
+    pub(crate) events: u64,
+    pub(crate) throughput_eps: f64,
+    /// Latency of first answers (201 / acks / claim+settle), ms.
+    pub(crate) latency_ms: Option<Latency>,
+    /// Latency of replayed 201s, ms (duplicate mix).
+    pub(crate) replay_latency_ms: Option<Latency>,
+    /// Latency of 503 answers, ms (overload).
+    pub(crate) shed_latency_ms: Option<Latency>,
+    pub(crate) answers: BTreeMap<String, u64>,
+    /// Answers that are neither a success nor a 503 + Retry-After.
+    pub(crate) failures: u64,
+    pub(crate) skipped_tickets: u64,
+    pub(crate) reconnects: u64,
+    /// "gateway" for gateway phases; "bench" (this process, the client) for raw phases.
+    pub(crate) measured_process: &'static str,
+    pub(crate) process_cpu_s: f64,
+    /// CPU-seconds of the measured process per 10 000 successful events.
+    pub(crate) process_cpu_s_per_10k: Option<f64>,
+    /// Percent of one core.
+    pub(crate) process_cpu_pct: f64,
+    pub(crate) gateway_peak_rss_mib: Option<f64>,
+    pub(crate) generator_cpu_s: Option<f64>,
+    pub(crate) generator_cpu_pct: Option<f64>,
+    pub(crate) broker_cpu_pct: Option<f64>,
+    pub(crate) redis_cpu_pct: Option<f64>,
+    /// Busy share of all the machine's cores (everything on it, not only the bench), percent.
+    pub(crate) machine_busy_pct: Option<f64>,
+    /// Extra phase run under `perf record`: perturbed, left out of ratios and targets.
+    pub(crate) profiled: bool,
+}
+
+pub(crate) struct Measured {
+    tally: Tally,
+    window: Window,
+    before: CpuSample,
+    after: CpuSample,
+}
+
+/// Runs `load` while sampling CPU at the start and end of the measured window.
+pub(crate) async fn measure<F>(probes: Probes, window: Window, load: F) -> anyhow::Result<Measured>
+where
+    F: std::future::Future<Output = anyhow::Result<Tally>>,
+{
+    let samples = async {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(window.measure_from)).await;
+        let before = probes.sample();
+        tokio::time::sleep_until(tokio::time::Instant::from_std(window.end)).await;
+        (before, probes.sample())
+    };
+    let (tally, (before, after)) = tokio::join!(load, samples);
+    Ok(Measured {
+        tally: tally?,
+        window,
+        before,
+        after,
+    })
+}
+
+pub(crate) struct PhaseMeta<'a> {
+    pub(crate) run_id: &'a str,
+    pub(crate) phase: &'a str,
+    pub(crate) window: usize,
+    pub(crate) target_rate: Option<f64>,
+    pub(crate) event_bytes: usize,
+    pub(crate) gateway: Option<&'a Gateway>,
+}
+
+pub(crate) fn phase_result(meta: PhaseMeta<'_>, m: &Measured) -> PhaseResult {
+    let secs = m.window.seconds();
+    let pct = |cpu: Option<f64>| cpu.map(|c| 100.0 * c / secs);
+    let events = m.tally.successes();
+    let this_cpu = m.after.this - m.before.this;
+    let gateway_cpu = delta(m.before.gateway, m.after.gateway);
+    let (measured_process, process_cpu, generator_cpu) = match meta.gateway {
+        Some(_) => ("gateway", gateway_cpu.unwrap_or(0.0), Some(this_cpu)),
+        None => ("bench", this_cpu, None),
+    };
+    PhaseResult {
+        kind: "phase",
+        run_id: meta.run_id.to_owned(),
+        phase: meta.phase.to_owned(),
+        window: meta.window,
+        target_rate_eps: meta.target_rate,
+        event_bytes: meta.event_bytes,
+        duration_s: secs,
+        events,
+        throughput_eps: events as f64 / secs,
+        latency_ms: latency(&m.tally.ok),
+        replay_latency_ms: latency(&m.tally.replayed),
+        shed_latency_ms: latency(&m.tally.shed),
+        answers: m.tally.answers.clone(),
+        failures: m.tally.failures(),
+        skipped_tickets: m.tally.skipped,
+        reconnects: m.tally.reconnects,
+        measured_process,
+        process_cpu_s: process_cpu,
+        process_cpu_s_per_10k: (events > 0).then(|| process_cpu / events as f64 * 10_000.0),
+        process_cpu_pct: 100.0 * process_cpu / secs,
+        gateway_peak_rss_mib: meta.gateway.and_then(Gateway::peak_rss_mib),
+        generator_cpu_s: generator_cpu,
+        generator_cpu_pct: pct(generator_cpu),
+        broker_cpu_pct: pct(delta(m.before.broker, m.after.broker)),
+        redis_cpu_pct: pct(delta(m.before.redis, m.after.redis)),
+        machine_busy_pct: match (m.before.machine, m.after.machine) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some(100.0 * (b1 - b0) / (t1 - t0)),
+            _ => None,
+        },
+        profiled: false,
+    }
+}
