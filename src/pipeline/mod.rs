@@ -28,6 +28,8 @@ mod delivery;
 mod operator;
 mod outcome;
 mod records;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
