@@ -288,11 +288,17 @@ fn redis_connection(url: &str, timeout: Duration) -> anyhow::Result<ConnectionMa
             "invalid --redis-url (expected redis://[user:password@]host[:port][/db] or rediss://…)"
         )
     })?;
-    let config = ConnectionManagerConfig::new()
+    ConnectionManager::new_lazy_with_config(client, redis_connection_config(timeout))
+        .context("could not set up the Redis connection")
+}
+
+/// How the gateway's Redis connection times out and reconnects (the benchmark's raw-Redis
+/// phase uses the same).
+#[doc(hidden)]
+pub fn redis_connection_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(1));
-    ConnectionManager::new_lazy_with_config(client, config)
-        .context("could not set up the Redis connection")
+        .set_max_delay(Duration::from_secs(1))
 }

@@ -8,20 +8,15 @@ use anyhow::{Context as _, bail};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use crate::cli::gateway_settings;
 
-/// A connection manager configured as the gateway's (`redis_connection` in src/lib.rs), but
-/// connected at once: the bench has no use for a Redis it cannot reach.
+/// A connection manager configured as the gateway's, but connected at once: the bench has no
+/// use for a Redis it cannot reach.
 pub(crate) async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url).context("invalid Redis URL")?;
-    let timeout = gateway_settings().redis_timeout();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(1));
+    let config = ackgate::redis_connection_config(gateway_settings().redis_timeout());
     ConnectionManager::new_with_config(client, config)
         .await
         .context("connecting to Redis")
