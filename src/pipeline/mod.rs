@@ -52,18 +52,9 @@ use crate::publisher::{Publisher, TopicStatus};
 use rdkafka::error::KafkaError;
 
 /// The shared path of every event, and the only way the HTTP layer reaches the stores and the
-/// producer.
+/// producer. Cloning it (once per delivery task) costs one reference count.
 #[derive(Clone)]
-pub(crate) struct Pipeline {
-    store: Arc<dyn IdempotencyStore>,
-    failures: Arc<dyn FailureStore>,
-    spool: Spool,
-    publisher: Arc<Publisher>,
-    tasks: TaskTracker,
-    wait_timeout: Duration,
-    /// Set when failure records are mirrored to dead-letter topics.
-    dead_letters: Option<DeadLetters>,
-}
+pub(crate) struct Pipeline(Arc<Parts>);
 
 /// The parts a [`Pipeline`] is made of.
 pub(crate) struct Parts {
@@ -75,7 +66,17 @@ pub(crate) struct Parts {
     pub(crate) tasks: TaskTracker,
     /// How long a request waits for the delivery report before it is answered 202.
     pub(crate) wait_timeout: Duration,
+    /// Set when failure records are mirrored to dead-letter topics.
     pub(crate) dead_letters: Option<DeadLetters>,
+}
+
+/// The pipeline's steps read its parts as their own fields.
+impl std::ops::Deref for Pipeline {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
 }
 
 /// What readiness depends on; `Err(Elapsed)` when a check did not answer in time.
@@ -89,24 +90,7 @@ pub(crate) struct Readiness {
 
 impl Pipeline {
     pub(crate) fn new(parts: Parts) -> Self {
-        let Parts {
-            store,
-            failures,
-            spool,
-            publisher,
-            tasks,
-            wait_timeout,
-            dead_letters,
-        } = parts;
-        Pipeline {
-            store,
-            failures,
-            spool,
-            publisher,
-            tasks,
-            wait_timeout,
-            dead_letters,
-        }
+        Pipeline(Arc::new(parts))
     }
 
     /// Publishes `event` once per idempotency key and says what Kafka said.
