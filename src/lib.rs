@@ -281,7 +281,7 @@ async fn warn_about_store(pipeline: &Pipeline) {
 /// One connection manager for the whole process: it multiplexes concurrent commands on one
 /// connection and reconnects in the background. It connects lazily, so a Redis that is down at
 /// start-up does not stop the gateway.
-fn redis_connection(url: &str, timeout: Duration) -> anyhow::Result<ConnectionManager> {
+pub(crate) fn redis_connection(url: &str, timeout: Duration) -> anyhow::Result<ConnectionManager> {
     // The URL may hold a password: never echo it.
     let client = redis::Client::open(url).map_err(|_| {
         anyhow::anyhow!(

@@ -6,6 +6,8 @@
 //!
 //! This module knows nothing of HTTP, Kafka clients or idempotency records.
 
+#[cfg(test)]
+mod contract_tests;
 mod memory;
 mod redis;
 mod spool;

@@ -23,6 +23,8 @@
 //! few typed facts (how the key settled, where Kafka put the event) that callers act on, so
 //! nobody has to parse the bytes back.
 
+#[cfg(test)]
+mod contract_tests;
 mod memory;
 mod redis;
 
