@@ -34,6 +34,8 @@ pub mod publisher;
 mod server;
 pub mod settings;
 pub mod telemetry;
+#[cfg(test)]
+mod test_redis;
 
 use std::future::Future;
 use std::net::SocketAddr;
