@@ -20,8 +20,10 @@ WORKDIR /src
 
 # Only what the release build reads: the manifest, the lock file and the sources. Dependencies
 # (librdkafka included) are cached across builds by the target/ and registry cache mounts, so a
-# change in src/ recompiles only the ackgate crate.
+# change in src/ recompiles only the ackgate crate. benches/ is not built, but cargo refuses a
+# manifest whose declared `[[bench]]` target has no source, so it comes along.
 COPY Cargo.toml Cargo.lock ./
+COPY benches ./benches
 COPY src ./src
 
 # The target dir is a cache mount and therefore not part of the layer: copy the binary out of it
