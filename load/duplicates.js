@@ -16,6 +16,10 @@
 //     count==KEYS), i.e. each event was published once. A second publish would also show up
 //     as a VU whose later replays differ from its first answer;
 //   - at the end (teardown) every key replays.
+// What the script cannot see is the topic itself: the answers only say what the gateway
+// claims. With LOG_ANSWERS=1 it prints every 201 body on a line of its own (console.log), and
+// `scripts/k6.sh ci` saves them (k6 --console-output) and runs `ackgate audit --acks` on the
+// topic afterwards: each key must be in the topic exactly once, where its answers say.
 //
 // Environment (defaults in brackets):
 //   BASE_URL [http://localhost:8080]  TOPIC [events]
@@ -23,6 +27,7 @@
 //   MAX_ATTEMPTS [200]                   409 retries per request before giving up
 //   RETRY_SLEEP_MAX [0.1]                upper bound of the wait after a 409, in seconds
 //   MAX_DURATION [60s]
+//   LOG_ANSWERS [unset]                  1: print every 201 body with console.log, for the audit
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
@@ -36,6 +41,7 @@ const KEYS = num('KEYS', 20);
 const ROUNDS = num('ROUNDS', 5);
 const MAX_ATTEMPTS = num('MAX_ATTEMPTS', 200);
 const RETRY_SLEEP_MAX = num('RETRY_SLEEP_MAX', 0.1);
+const LOG_ANSWERS = __ENV.LOG_ANSWERS === '1';
 
 // 201 answers that were not replays: the gateway published. Must be exactly one per key.
 const firstPublishes = new Counter('first_publishes');
@@ -87,6 +93,11 @@ function send(data, i) {
   );
 }
 
+// A 201's body, for `ackgate audit --acks` (one JSON object per line).
+function logAnswer(res) {
+  if (LOG_ANSWERS && res.status === 201) console.log(res.body);
+}
+
 function parse(res) {
   try {
     return res.json();
@@ -113,6 +124,7 @@ export default function (data) {
     res = send(data, i);
   }
 
+  logAnswer(res);
   const ok = check(res, { 'every request for a key ends in 201': (r) => r.status === 201 });
   if (!ok) {
     console.error(`key ${keyOf(data, i)}: ${res.status} ${res.body}`);
@@ -141,6 +153,7 @@ export default function (data) {
 export function teardown(data) {
   for (let i = 0; i < KEYS; i++) {
     const res = send(data, i);
+    logAnswer(res);
     check(res, {
       'teardown: every key replays its 201': (r) =>
         r.status === 201 && r.headers['Idempotent-Replayed'] === 'true',

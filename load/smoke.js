@@ -8,27 +8,54 @@
 // events), MAX_BODY_BYTES (the gateway's --max-body-bytes, default 1048576), ITERATIONS
 // (default 1). Every check must pass (threshold checks rate==1.0), so any deviation from the
 // contract makes k6 exit non-zero.
+//
+// Each step (one answer of the contract) runs in its own try/catch: an exception in a step
+// (an unparsable answer, a missing header, a bug here) records a failed check named after the
+// step and the next steps still run. Every step that finishes is counted, and the count must
+// be every step of every iteration (threshold smoke_steps_completed), so a step that never
+// ran, or an iteration cut short, fails the run too: `checks rate==1.0` alone holds when
+// checks are skipped.
 import http from 'k6/http';
 import { check, group } from 'k6';
 import exec from 'k6/execution';
+import { Counter } from 'k6/metrics';
 
 const BASE_URL = (__ENV.BASE_URL || 'http://localhost:8080').replace(/\/+$/, '');
 const TOPIC = __ENV.TOPIC || 'events';
 const MAX_BODY_BYTES = Number(__ENV.MAX_BODY_BYTES || 1048576);
+const ITERATIONS = Number(__ENV.ITERATIONS || 1);
 
-// Transport errors (no HTTP answer) on the 413 request; see the 413 group below.
+// Steps that ran to their end without an exception.
+const stepsCompleted = new Counter('smoke_steps_completed');
+
+// One request (or a few) per answer of the contract, in this order; each gets the iteration's
+// context `t` (the function declarations below are hoisted).
+const STEPS = [
+  ['201 persisted', persisted],
+  ['201 replayed', replayed],
+  ['422 idempotency-key-reused', keyReused],
+  ['400 missing-idempotency-key', missingKey],
+  ['400 invalid-idempotency-key', invalidKey],
+  ['400 invalid-json', invalidJson],
+  ['400 invalid-header', invalidHeader],
+  ['400 invalid-topic', invalidTopic],
+  ['404 topic-not-found', topicNotFound],
+  ['413 payload-too-large', payloadTooLarge],
+];
 
 export const options = {
   scenarios: {
     smoke: {
       executor: 'per-vu-iterations',
       vus: 1,
-      iterations: Number(__ENV.ITERATIONS || 1),
+      iterations: ITERATIONS,
       maxDuration: '60s',
     },
   },
   thresholds: {
     checks: ['rate==1.0'],
+    // Every step of every iteration ran to its end.
+    smoke_steps_completed: [`count==${ITERATIONS * STEPS.length}`],
   },
 };
 
@@ -79,80 +106,95 @@ export function setup() {
 
 export default function () {
   const run = crypto.randomUUID();
-  const key = `smoke-${run}`;
-  const body = JSON.stringify({ smoke: true, run: run, total: 42.5 });
-  const headers = { 'Kafka-Key': `customer-${run}`, 'Kafka-Header-Trace-Id': run };
-  let first = null;
-
-  group('201 persisted', () => {
-    const res = post(TOPIC, key, body, headers);
-    first = res;
-    const b = json(res);
-    check(res, {
-      '201: status 201': (r) => r.status === 201,
-      '201: content-type application/json': (r) => (r.headers['Content-Type'] || '').startsWith('application/json'),
-      '201: status persisted': () => b !== null && b.status === 'persisted',
-      '201: topic': () => b !== null && b.topic === TOPIC,
-      '201: partition is an integer >= 0': () => b !== null && Number.isInteger(b.partition) && b.partition >= 0,
-      '201: offset is an integer >= 0': () => b !== null && Number.isInteger(b.offset) && b.offset >= 0,
-      '201: timestamp': () => b !== null && typeof b.timestamp === 'string' && !Number.isNaN(Date.parse(b.timestamp)),
-      '201: idempotency_key': () => b !== null && b.idempotency_key === key,
-      '201: first answer is not a replay': (r) => r.headers['Idempotent-Replayed'] === undefined,
+  const t = {
+    run: run,
+    key: `smoke-${run}`,
+    body: JSON.stringify({ smoke: true, run: run, total: 42.5 }),
+    headers: { 'Kafka-Key': `customer-${run}`, 'Kafka-Header-Trace-Id': run },
+    first: null, // the answer of the first step, which the replay must repeat
+  };
+  for (const [name, step] of STEPS) {
+    group(name, () => {
+      try {
+        step(t);
+        stepsCompleted.add(1);
+      } catch (e) {
+        // A failed check, so that `checks rate==1.0` fails too, and the next steps run.
+        check(null, { [`${name}: ran to its end without an exception`]: () => false });
+        console.error(`step ${name}: ${e}`);
+      }
     });
-  });
+  }
+}
 
-  group('201 replayed', () => {
-    const res = post(TOPIC, key, body, headers);
-    check(res, {
-      'replay: status 201': (r) => r.status === 201,
-      'replay: Idempotent-Replayed: true': (r) => r.headers['Idempotent-Replayed'] === 'true',
-      'replay: same body, byte for byte': (r) => first !== null && r.body === first.body,
-    });
+function persisted(t) {
+  const res = post(TOPIC, t.key, t.body, t.headers);
+  t.first = res;
+  const b = json(res);
+  check(res, {
+    '201: status 201': (r) => r.status === 201,
+    '201: content-type application/json': (r) => (r.headers['Content-Type'] || '').startsWith('application/json'),
+    '201: status persisted': () => b !== null && b.status === 'persisted',
+    '201: topic': () => b !== null && b.topic === TOPIC,
+    '201: partition is an integer >= 0': () => b !== null && Number.isInteger(b.partition) && b.partition >= 0,
+    '201: offset is an integer >= 0': () => b !== null && Number.isInteger(b.offset) && b.offset >= 0,
+    '201: timestamp': () => b !== null && typeof b.timestamp === 'string' && !Number.isNaN(Date.parse(b.timestamp)),
+    '201: idempotency_key': () => b !== null && b.idempotency_key === t.key,
+    '201: first answer is not a replay': (r) => r.headers['Idempotent-Replayed'] === undefined,
   });
+}
 
-  group('422 idempotency-key-reused', () => {
-    const res = post(TOPIC, key, JSON.stringify({ smoke: true, run: run, total: 43 }), headers);
-    checkProblem(res, 422, 'idempotency-key-reused');
+function replayed(t) {
+  const res = post(TOPIC, t.key, t.body, t.headers);
+  check(res, {
+    'replay: status 201': (r) => r.status === 201,
+    'replay: Idempotent-Replayed: true': (r) => r.headers['Idempotent-Replayed'] === 'true',
+    'replay: same body, byte for byte': (r) => t.first !== null && r.body === t.first.body,
   });
+}
 
-  group('400 missing-idempotency-key', () => {
-    checkProblem(post(TOPIC, null, body), 400, 'missing-idempotency-key');
-  });
+function keyReused(t) {
+  const res = post(TOPIC, t.key, JSON.stringify({ smoke: true, run: t.run, total: 43 }), t.headers);
+  checkProblem(res, 422, 'idempotency-key-reused');
+}
 
-  group('400 invalid-idempotency-key', () => {
-    checkProblem(post(TOPIC, `smoke ${run}`, body), 400, 'invalid-idempotency-key');
-    checkProblem(post(TOPIC, 'k'.repeat(256), body), 400, 'invalid-idempotency-key');
-  });
+function missingKey(t) {
+  checkProblem(post(TOPIC, null, t.body), 400, 'missing-idempotency-key');
+}
 
-  group('400 invalid-json', () => {
-    const k = `smoke-json-${run}`;
-    checkProblem(post(TOPIC, k, '{"total":'), 400, 'invalid-json');
-    // Nothing was stored for the key: the fixed request is a new event.
-    check(post(TOPIC, k, '{"total":1}'), {
-      'invalid-json: the fixed request with the same key is persisted': (r) =>
-        r.status === 201 && r.headers['Idempotent-Replayed'] === undefined,
-    });
-  });
+function invalidKey(t) {
+  checkProblem(post(TOPIC, `smoke ${t.run}`, t.body), 400, 'invalid-idempotency-key');
+  checkProblem(post(TOPIC, 'k'.repeat(256), t.body), 400, 'invalid-idempotency-key');
+}
 
-  group('400 invalid-header', () => {
-    // idempotency-key is a reserved record header: the gateway sets it.
-    const res = post(TOPIC, `smoke-header-${run}`, body, { 'Kafka-Header-Idempotency-Key': run });
-    checkProblem(res, 400, 'invalid-header');
+function invalidJson(t) {
+  const k = `smoke-json-${t.run}`;
+  checkProblem(post(TOPIC, k, '{"total":'), 400, 'invalid-json');
+  // Nothing was stored for the key: the fixed request is a new event.
+  check(post(TOPIC, k, '{"total":1}'), {
+    'invalid-json: the fixed request with the same key is persisted': (r) =>
+      r.status === 201 && r.headers['Idempotent-Replayed'] === undefined,
   });
+}
 
-  group('400 invalid-topic', () => {
-    checkProblem(post('bad!topic', `smoke-topic-${run}`, body), 400, 'invalid-topic');
-  });
+function invalidHeader(t) {
+  // idempotency-key is a reserved record header: the gateway sets it.
+  const res = post(TOPIC, `smoke-header-${t.run}`, t.body, { 'Kafka-Header-Idempotency-Key': t.run });
+  checkProblem(res, 400, 'invalid-header');
+}
 
-  group('404 topic-not-found', () => {
-    checkProblem(post(`missing-${run}`, `smoke-404-${run}`, body), 404, 'topic-not-found');
-  });
+function invalidTopic(t) {
+  checkProblem(post('bad!topic', `smoke-topic-${t.run}`, t.body), 400, 'invalid-topic');
+}
 
-  group('413 payload-too-large', () => {
-    const big = 'a'.repeat(MAX_BODY_BYTES + 1);
-    // The gateway reads (and discards) an oversize body before it answers, so the client gets
-    // the 413 rather than a reset while it is still sending; a reset fails this check.
-    const res = post(TOPIC, `smoke-413-${run}`, big, { 'Content-Type': 'application/octet-stream' });
-    checkProblem(res, 413, 'payload-too-large');
-  });
+function topicNotFound(t) {
+  checkProblem(post(`missing-${t.run}`, `smoke-404-${t.run}`, t.body), 404, 'topic-not-found');
+}
+
+function payloadTooLarge(t) {
+  const big = 'a'.repeat(MAX_BODY_BYTES + 1);
+  // The gateway reads (and discards) an oversize body before it answers, so the client gets
+  // the 413 rather than a reset while it is still sending; a reset fails this check.
+  const res = post(TOPIC, `smoke-413-${t.run}`, big, { 'Content-Type': 'application/octet-stream' });
+  checkProblem(res, 413, 'payload-too-large');
 }

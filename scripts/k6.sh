@@ -5,14 +5,21 @@
 # Usage:
 #   scripts/k6.sh run load/smoke.js            any k6 command line, passed through to k6
 #   scripts/k6.sh run -e BASE_URL=http://host:8080 -e RATE=500 load/load.js
-#   scripts/k6.sh ci                           start `ackgate dev` on a free port, run
-#                                              smoke.js and duplicates.js against it, stop it;
-#                                              exits non-zero when a threshold is breached
+#   scripts/k6.sh ci                           the CI run, non-zero when anything fails:
+#       1. smoke.js against `ackgate dev` on a free port;
+#       2. duplicates.js against `ackgate serve` on Redis and a Kafka broker, on a new topic,
+#          saving every 201 answer; then `ackgate audit --acks` reads the topic back: it must
+#          hold each key exactly once, at the partition/offset its answers name.
 #   scripts/k6.sh install                      only install k6
 #
 # Environment:
 #   ACKGATE_BIN   gateway binary for `ci` (default: target/debug/ackgate; build it first)
-#   CI_TOPIC      topic the `ci` scripts write to (default: events, the one topic `ci` creates;
+#   ACKGATE_TEST_KAFKA_BROKERS  the broker for duplicates.js (test.sh sets it); unset: `ci`
+#                 starts a Tansu broker of its own (scripts/tansu.sh) and stops it at the end.
+#                 Topics are created with Tansu's CLI.
+#   ACKGATE_TEST_REDIS_URL      the Redis for duplicates.js; unset: scripts/redis.sh makes sure
+#                 one answers on 127.0.0.1:6379. Keys get a prefix of their own and a 600 s TTL.
+#   CI_TOPIC      topic smoke.js writes to (default: events, the one topic dev creates;
 #                 another name makes smoke.js fail, which shows that a breach fails the run)
 #   DUP_VUS, DUP_KEYS, DUP_ROUNDS   size of the `ci` duplicates run (default 20, 20, 5)
 #   TOOLS         where tools are cached (default: target/tools)
@@ -43,30 +50,35 @@ ensure_k6() {
 ci() {
     local bin="${ACKGATE_BIN:-$REPO/target/debug/ackgate}"
     [[ -x "$bin" ]] || die "gateway binary not found: $bin (build it with 'cargo build' or set ACKGATE_BIN)"
+    local keys="${DUP_KEYS:-20}"
 
     # Globals, not locals: the EXIT trap runs after ci() has returned.
     GATEWAY_PID=""
     K6_PID=""
-    GATEWAY_LOG="$(mktemp "${TMPDIR:-/tmp}/ackgate-k6-XXXXXX.log")"
+    OWN_KAFKA_PORT=""
+    CI_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ackgate-k6-XXXXXX")"
 
-    stop_gateway() {
-        local rc=$?
+    finish() {
+        local rc=$? log
         trap - EXIT INT TERM
         stop_child "$K6_PID"
         stop_dev_gateway
+        if [[ -n "$OWN_KAFKA_PORT" ]]; then
+            bash "$REPO/scripts/tansu.sh" stop "$OWN_KAFKA_PORT" || true
+        fi
         if ((rc != 0)); then
-            show_gateway_log "$GATEWAY_LOG"
+            for log in "$CI_DIR"/gateway-*.log; do
+                [[ -e "$log" ]] && show_gateway_log "$log"
+            done
+            echo "k6.sh: the gateways' logs, the saved answers and the audit report are in $CI_DIR" >&2
         else
-            rm -f "$GATEWAY_LOG"
+            rm -rf "$CI_DIR"
         fi
         exit "$rc"
     }
-    trap stop_gateway EXIT
+    trap finish EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-
-    start_dev_gateway "$bin" "$(free_port)" "$GATEWAY_LOG" --topic events:3
-    local base="$GATEWAY_URL"
 
     # k6 runs in the background and is waited for, so that a signal to this script is handled
     # at once (bash runs traps only between foreground commands).
@@ -80,18 +92,100 @@ ci() {
     }
 
     local failed=()
-    step "k6 run load/smoke.js"
-    run_k6 run --quiet -e BASE_URL="$base" -e TOPIC="${CI_TOPIC:-events}" "$REPO/load/smoke.js" || failed+=(smoke.js)
 
+    # smoke.js: the contract, against `ackgate dev`.
+    start_dev_gateway "$bin" "$(free_port)" "$CI_DIR/gateway-dev.log" --topic events:3 \
+        --failure-spool-path "$CI_DIR/dev-failures.spool"
+    step "k6 run load/smoke.js"
+    run_k6 run --quiet -e BASE_URL="$GATEWAY_URL" -e TOPIC="${CI_TOPIC:-events}" "$REPO/load/smoke.js" || failed+=(smoke.js)
+    stop_dev_gateway
+
+    # duplicates.js: against `ackgate serve` on Redis and a Kafka broker that `ackgate audit`
+    # can read afterwards (dev's in-process cluster does not say where it listens), on a topic
+    # of its own, so that the topic holds this run's records and nothing else.
+    step "Kafka and Redis for duplicates.js"
+    local brokers="${ACKGATE_TEST_KAFKA_BROKERS:-}" redis_url="${ACKGATE_TEST_REDIS_URL:-}"
+    if [[ -z "$brokers" ]]; then
+        OWN_KAFKA_PORT="$(free_port)"
+        bash "$REPO/scripts/tansu.sh" start "$OWN_KAFKA_PORT"
+        brokers="127.0.0.1:$OWN_KAFKA_PORT"
+    fi
+    if [[ -z "$redis_url" ]]; then
+        bash "$REPO/scripts/redis.sh"
+        redis_url="redis://127.0.0.1:6379"
+    fi
+    local topic
+    topic="k6-duplicates-$(date +%s)-$$"
+    "$(bash "$REPO/scripts/tansu.sh" path)" topic create "$topic" --partitions 3 \
+        --broker "tcp://${brokers%%,*}" >/dev/null ||
+        die "could not create topic $topic on $brokers"
+    echo "brokers $brokers, redis $redis_url, topic $topic (3 partitions)"
+
+    # Its own key prefix and a short TTL: nothing of this run is left in a shared Redis for long.
+    start_gateway "$bin" "$(free_port)" "$CI_DIR/gateway-serve.log" serve \
+        --kafka-brokers "$brokers" --redis-url "$redis_url" --redis-key-prefix "ackgate-$topic" \
+        --idempotency-ttl-secs 600 --failure-spool-path "$CI_DIR/serve-failures.spool"
     step "k6 run load/duplicates.js"
-    run_k6 run --quiet -e BASE_URL="$base" -e TOPIC="${CI_TOPIC:-events}" \
-        -e VUS="${DUP_VUS:-20}" -e KEYS="${DUP_KEYS:-20}" -e ROUNDS="${DUP_ROUNDS:-5}" \
+    # Every 201 body goes to console.log (LOG_ANSWERS=1), which --console-output saves, raw.
+    run_k6 run --quiet --log-format raw --console-output "$CI_DIR/console.txt" \
+        -e BASE_URL="$GATEWAY_URL" -e TOPIC="$topic" -e LOG_ANSWERS=1 \
+        -e VUS="${DUP_VUS:-20}" -e KEYS="$keys" -e ROUNDS="${DUP_ROUNDS:-5}" \
         -e MAX_DURATION=30s "$REPO/load/duplicates.js" || failed+=(duplicates.js)
+    touch "$CI_DIR/console.txt"
+    grep '^{' "$CI_DIR/console.txt" >"$CI_DIR/answers.jsonl" || true
+    # The script's own diagnostics (console.error) went to the same file.
+    grep -v '^{' "$CI_DIR/console.txt" >&2 || true
+    # Drained: every delivery report is in before the topic is read.
+    stop_dev_gateway
+
+    step "ackgate audit: $topic holds each of the $keys keys once, where its 201s say"
+    local audit_rc=0
+    "$bin" audit --kafka-brokers "$brokers" --topic "$topic" --acks "$CI_DIR/answers.jsonl" \
+        --json >"$CI_DIR/audit.json" || audit_rc=$?
+    if ((audit_rc == 2)) || [[ ! -s "$CI_DIR/audit.json" ]]; then
+        failed+=("audit (could not read $topic: exit status $audit_rc)")
+    elif ! python3 - "$CI_DIR/audit.json" "$keys" <<'PY'; then
+import json, sys
+
+report, keys = json.load(open(sys.argv[1])), int(sys.argv[2])
+acks = report.get("acks") or {}
+print(f"{report['records_read']} records, {report['distinct_keys']} keys, "
+      f"{report['duplicate_records']} duplicate records, "
+      f"{report['records_without_header']} without the header; "
+      f"answers: {acks.get('lines', 0)} lines, {acks.get('persisted_answers', 0)} distinct, "
+      f"{acks.get('checked', 0)} checked, {len(acks.get('missing', []))} missing from the topic, "
+      f"{len(acks.get('offset_mismatches', []))} not where they say")
+problems = [] if report["clean"] else ["the audit found problems (duplicates, missing or misplaced records)"]
+for what, got in [
+    ("records in the topic", report["records_read"]),
+    ("distinct idempotency keys in the topic", report["distinct_keys"]),
+    # One position per key, however often it was answered: a key answered with two positions
+    # was published twice.
+    ("distinct (key, partition/offset) in the 201 answers", acks.get("persisted_answers", 0)),
+    ("answers checked against the topic", acks.get("checked", 0)),
+]:
+    if got != keys:
+        problems.append(f"{what}: {got}, expected {keys}")
+for d in report["duplicate_keys"][:10]:
+    print(f"  published {len(d['records'])} times: {d['idempotency_key']} at {d['records']}")
+for m in acks.get("missing", [])[:10]:
+    print(f"  acknowledged, not in the topic: {m['idempotency_key']} at {m['acknowledged']}")
+for m in acks.get("offset_mismatches", [])[:10]:
+    print(f"  not where acknowledged: {m['idempotency_key']} at {m['acknowledged']}: "
+          f"{m['found_there']}, the key is at {m['key_found_at']}")
+for p in problems:
+    print(f"  {p}")
+sys.exit(1 if problems else 0)
+PY
+        failed+=("audit of $topic")
+    fi
 
     if ((${#failed[@]})); then
-        die "k6 thresholds breached in: ${failed[*]}"
+        local list
+        printf -v list '%s; ' "${failed[@]}"
+        die "failed: ${list%; }"
     fi
-    step "k6 checks passed"
+    step "k6 checks and the audit passed"
 }
 
 ensure_k6

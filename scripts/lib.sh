@@ -12,6 +12,7 @@
 #   venv_install VENV PKG...    create a Python venv when missing and pip-install into it
 #   start_tansu_until_exit      a Tansu broker for this run, stopped when the script exits
 #   start_dev_gateway           `ackgate dev` on a port, waited for until /readyz answers
+#   start_gateway               the same for any subcommand (`serve` with its flags)
 #   stop_dev_gateway, stop_child, show_gateway_log
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -108,10 +109,18 @@ _stop_tansu() {
 start_dev_gateway() {
     local bin="$1" port="$2" log="$3"
     shift 3
+    start_gateway "$bin" "$port" "$log" dev "$@"
+}
+
+# start_gateway BIN PORT LOG SUBCOMMAND [ARGS...]: start_dev_gateway for any subcommand, e.g.
+# `start_gateway "$bin" "$port" "$log" serve --kafka-brokers ... --redis-url ...`.
+start_gateway() {
+    local bin="$1" port="$2" log="$3" subcommand="$4"
+    shift 4
     command -v curl >/dev/null 2>&1 || die "curl is needed to wait for the gateway"
     GATEWAY_URL="http://127.0.0.1:$port"
-    step "start $bin dev on 127.0.0.1:$port"
-    NO_COLOR=1 "$bin" dev --listen "127.0.0.1:$port" "$@" >"$log" 2>&1 &
+    step "start $bin $subcommand on 127.0.0.1:$port"
+    NO_COLOR=1 "$bin" "$subcommand" --listen "127.0.0.1:$port" "$@" >"$log" 2>&1 &
     GATEWAY_PID=$!
     local i
     for ((i = 0; i < ${READY_SECS:-30} * 5; i++)); do
