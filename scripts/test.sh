@@ -65,7 +65,7 @@ cargo test --locked --test chaos -- --ignored --nocapture
 # The gateway binary cargo test just built, for the checks that run it as a user would.
 export ACKGATE_BIN="$REPO/target/debug/ackgate"
 
-step "k6: smoke.js and duplicates.js against ackgate dev"
+step "k6: smoke.js against ackgate dev; duplicates.js against ackgate serve, then ackgate audit of the topic"
 bash scripts/k6.sh ci
 
 step "schemathesis: the running gateway against its own OpenAPI document"
