@@ -7,7 +7,7 @@
 //! stored is left as it is), so a crash mid-import loses nothing and duplicates nothing.
 
 use std::fs::{self, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,7 +42,21 @@ impl Spool {
         let _guard = self.lock.lock().await;
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let mut file = OpenOptions::new().create(true).append(true).open(&*path)?;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&*path)?;
+            // A crash mid-append leaves a last line without its newline: end it first, or this
+            // record is glued onto it and dropped with it as unreadable.
+            if file.metadata()?.len() > 0 {
+                let mut last = [0u8; 1];
+                file.seek(SeekFrom::End(-1))?;
+                file.read_exact(&mut last)?;
+                if last[0] != b'\n' {
+                    line.insert(0, b'\n');
+                }
+            }
             file.write_all(&line)?;
             file.sync_data()
         })
@@ -311,6 +325,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_torn_line_does_not_swallow_the_record_appended_after_it() {
+        let temp = TempSpool::new();
+        temp.spool.append(&record(0)).await.unwrap();
+        let torn = serde_json::to_vec(&record(1)).unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(temp.spool.path())
+            .unwrap();
+        file.write_all(&torn[..torn.len() / 2]).unwrap();
+        drop(file);
+        // The next process appends before its first import.
+        temp.spool.append(&record(2)).await.unwrap();
+
+        let store = MemoryFailureStore::default();
+        assert_eq!(temp.spool.import_into(&store).await.unwrap(), 2);
+        assert_eq!(stored(&store).await, ids(&[record(0), record(2)]));
+    }
+
+    #[tokio::test]
     async fn importing_the_same_records_twice_stores_each_once() {
         let temp = TempSpool::new();
         let records: Vec<FailureRecord> = (0..3).map(record).collect();
@@ -320,11 +353,21 @@ mod tests {
         let saved = fs::read(temp.spool.path()).unwrap();
         let store = MemoryFailureStore::default();
         assert_eq!(temp.spool.import_into(&store).await.unwrap(), 3);
-        // A crash after the store took them but before the spool was rewritten.
+        // An operator acts on one of them…
+        let mut discarded = records[0].clone();
+        discarded.state = FailureState::Discarded;
+        assert!(store.replace(FailureState::Open, &discarded).await.unwrap());
+        // …and the same lines are imported again (a crash after the store took them but
+        // before the spool was rewritten).
         fs::write(temp.spool.path(), &saved).unwrap();
         assert_eq!(temp.spool.import_into(&store).await.unwrap(), 3);
 
         assert_eq!(stored(&store).await, ids(&records), "each once");
+        assert_eq!(
+            store.get(&records[0].id).await.unwrap(),
+            Some(discarded),
+            "a repeated import does not reopen what an operator closed"
+        );
         assert_eq!(temp.spool.len().await.unwrap(), 0);
     }
 }
