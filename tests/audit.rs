@@ -151,6 +151,78 @@ async fn everything_the_gateway_acknowledged_is_found_and_the_audit_is_clean() {
     assert!(report.clean);
 }
 
+/// `--since` between records: the records written before it are not read (a key written on
+/// both sides of it is no duplicate to this audit), and the answers that name them are not
+/// checked; the ones after it are.
+#[tokio::test]
+async fn since_a_time_between_records_audits_only_the_later_ones() {
+    let brokers = kafka_brokers();
+    let topic = unique("audit-since");
+    create_topic(&brokers, &topic, 2).await;
+    let producer = producer(&brokers);
+    let dup = unique("dup");
+    let before_keys: Vec<String> = (0..3).map(|i| unique(&format!("before{i}"))).collect();
+    let after_keys: Vec<String> = (0..2).map(|i| unique(&format!("after{i}"))).collect();
+
+    // One Kafka key: the gateway's records land in one partition, one after another.
+    let mut bodies = publish_through_gateway(&topic, &before_keys, Some("customer-7")).await;
+    let other = 1 - position_of(&bodies[0]).partition;
+    produce(&producer, &topic, other, Some(&dup)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let since = time::OffsetDateTime::now_utc();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = publish_through_gateway(&topic, &after_keys, Some("customer-7")).await;
+    let dup_after = produce(&producer, &topic, other, Some(&dup)).await;
+    let first_after = position_of(&after[0]);
+    bodies.extend(after.iter().cloned());
+
+    let report = audit(AuditConfig {
+        start: StartAt::Since(since),
+        acks: Some(acks_file(&bodies)),
+        ..config(&brokers, &topic)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        report.records_read, 3,
+        "only the records after --since: {report:#?}"
+    );
+    assert_eq!(report.distinct_keys, 3);
+    assert!(
+        report.duplicate_keys.is_empty(),
+        "{dup} is once on each side of --since: {report:#?}"
+    );
+    assert!(report.clean, "{report:#?}");
+    let partition = |id: i32| {
+        report
+            .partitions
+            .iter()
+            .find(|p| p.partition == id)
+            .unwrap()
+    };
+    assert_eq!(
+        partition(first_after.partition).start_offset,
+        first_after.offset
+    );
+    assert_eq!(partition(first_after.partition).records, 2);
+    assert_eq!(partition(other).start_offset, dup_after.offset);
+    assert_eq!(partition(other).records, 1);
+    let acks = report.acks.as_ref().unwrap();
+    assert_eq!(acks.persisted_answers, 5);
+    assert_eq!(
+        (acks.checked, acks.not_checked),
+        (2, 3),
+        "the answers before --since are not checked: {acks:#?}"
+    );
+    assert!(acks.missing.is_empty() && acks.offset_mismatches.is_empty());
+
+    // From the beginning the same topic has all seven, and the duplicate.
+    let report = audit(config(&brokers, &topic)).await.unwrap();
+    assert_eq!(report.records_read, 7);
+    assert_eq!(report.duplicate_keys.len(), 1);
+    assert_eq!(report.duplicate_keys[0].idempotency_key, dup);
+}
+
 #[tokio::test]
 async fn duplicate_keys_and_records_without_the_header_are_reported() {
     let brokers = kafka_brokers();

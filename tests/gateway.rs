@@ -16,8 +16,10 @@ async fn topic() -> String {
     name
 }
 
+/// Every record of the topic, read to the end of every partition: the counts below are also
+/// checks that nothing *else* was published.
 fn records(topic: &str) -> Vec<Record> {
-    consume_all(&kafka_brokers(), topic, PARTITIONS)
+    consume_to_end(&kafka_brokers(), topic, PARTITIONS)
 }
 
 #[tokio::test]
@@ -389,4 +391,55 @@ async fn a_body_exactly_at_the_default_limit_is_published() {
     let in_kafka = records(&topic);
     assert_eq!(in_kafka.len(), 1);
     assert_eq!(in_kafka[0].value, body, "1 MiB, byte for byte");
+}
+
+/// The checks above that nothing was published stand on `consume_to_end`: it must refuse a read
+/// that never got to the end, where `consume_all` returns nothing and the check would pass.
+#[tokio::test]
+async fn a_read_that_did_not_reach_the_end_fails_the_absence_check() {
+    let topic = topic().await;
+    let wrong_partitions = {
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            consume_to_end(&kafka_brokers(), &topic, PARTITIONS - 1)
+        })
+    };
+    let message = panic_message(wrong_partitions.await);
+    assert!(
+        message.contains("has 3 partitions, the test reads 2"),
+        "{message}"
+    );
+
+    // A broker that takes the connection and never answers: nothing is read, no error is
+    // reported within the deadline, and that is not an empty topic.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_at = stuck.local_addr().unwrap().to_string();
+    let unread = tokio::task::spawn_blocking(move || {
+        consume_to_end_within(
+            &stuck_at,
+            &topic,
+            PARTITIONS,
+            std::time::Duration::from_secs(3),
+        )
+    });
+    let message = panic_message(unread.await);
+    drop(stuck);
+    assert!(
+        message.contains("did not reach the end of partition(s) [0, 1, 2]"),
+        "{message}"
+    );
+}
+
+fn panic_message(joined: Result<Vec<Record>, tokio::task::JoinError>) -> String {
+    match joined {
+        Ok(records) => panic!("the read passed: {records:?}"),
+        Err(error) => {
+            let payload = error.into_panic();
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default()
+        }
+    }
 }

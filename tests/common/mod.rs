@@ -234,11 +234,13 @@ impl Record {
     }
 }
 
-/// Reads every record of `topic` from the beginning.
+/// Reads every record of `topic` from the beginning, for a test that expects records to be
+/// there (a check of *absence* uses [`consume_to_end`]).
 ///
-/// Stops once every partition reported its end *and* nothing new arrived for `idle`: some
+/// Stops once every partition reported its end *and* nothing new arrived for a moment: some
 /// test brokers report a lagging high watermark right after an acknowledgement, so the end of
-/// partition alone is not proof that everything was read.
+/// partition alone is not proof that everything was read. At the deadline it returns what it
+/// has.
 pub fn consume_all(brokers: &str, topic: &str, partitions: i32) -> Vec<Record> {
     consume_until(
         brokers,
@@ -258,6 +260,86 @@ pub fn consume_until(
     at_least: usize,
     deadline: Duration,
 ) -> Vec<Record> {
+    read_topic(brokers, topic, partitions, at_least, deadline).records
+}
+
+/// Every record of `topic`, read to the end of every partition: what a check that something is
+/// *not* in Kafka (nothing published, no second record) must stand on.
+///
+/// Panics unless the topic has exactly `partitions` partitions and every one of them reported
+/// its end (partition EOF) after its last record, followed by a quiet period (Tansu's high
+/// watermark lags, see `consume_all`). A reader that saw nothing because it never got to read
+/// (a wrong broker, a missing partition, a broker that did not answer in time) must not pass
+/// for an empty topic.
+pub fn consume_to_end(brokers: &str, topic: &str, partitions: i32) -> Vec<Record> {
+    consume_to_end_within(brokers, topic, partitions, Duration::from_secs(20))
+}
+
+/// [`consume_to_end`] with its own deadline.
+pub fn consume_to_end_within(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    deadline: Duration,
+) -> Vec<Record> {
+    let reading = read_topic(brokers, topic, partitions, usize::MAX, deadline);
+    let not_at_end: Vec<i32> = (0..partitions)
+        .filter(|p| reading.at_end.get(p) != Some(&true))
+        .collect();
+    assert!(
+        not_at_end.is_empty(),
+        "reading {topic} at {brokers} did not reach the end of partition(s) {not_at_end:?} \
+         within {deadline:?} (read {} records): a check that something is absent cannot stand \
+         on a read that did not finish",
+        reading.records.len()
+    );
+    let described = topic_partitions(brokers, topic);
+    assert_eq!(
+        described, partitions,
+        "{topic} has {described} partitions, the test reads {partitions}: records in the others \
+         would go unseen"
+    );
+    reading.records
+}
+
+/// How many partitions the broker says `topic` has.
+fn topic_partitions(brokers: &str, topic: &str) -> i32 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+    let found = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .unwrap_or_else(|| panic!("the broker did not describe {topic}"));
+    assert!(
+        found.error().is_none(),
+        "describing {topic}: {:?}",
+        found.error()
+    );
+    found.partitions().len() as i32
+}
+
+/// What one read of a topic got: its records, and which partitions were at their end (EOF
+/// reported after their last record) when it stopped.
+struct Reading {
+    records: Vec<Record>,
+    at_end: HashMap<i32, bool>,
+}
+
+/// Reads `topic` from the beginning until every partition is at its end and the topic was
+/// quiet for a moment, or `at_least` records were read and it was quiet, or the deadline.
+fn read_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    at_least: usize,
+    deadline: Duration,
+) -> Reading {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
@@ -311,7 +393,7 @@ pub fn consume_until(
         }
     }
     records.sort_by_key(|r| (r.partition, r.offset));
-    records
+    Reading { records, at_end }
 }
 
 /// A Redis server of the test's own, on a free port, that the test may stop and restart.
@@ -325,7 +407,7 @@ pub struct OwnRedis {
 
 impl OwnRedis {
     pub fn start() -> OwnRedis {
-        let port = free_port();
+        let port = free_redis_port();
         let mut redis = OwnRedis {
             port,
             child: None,
@@ -337,7 +419,7 @@ impl OwnRedis {
 
     /// A Redis that keeps its data in an append-only file across restarts.
     pub fn start_with_aof() -> OwnRedis {
-        let port = free_port();
+        let port = free_redis_port();
         let dir = std::env::temp_dir().join(unique("redis-aof"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = OwnRedis {
@@ -392,6 +474,28 @@ impl OwnRedis {
         }
     }
 
+    /// Freezes Redis (SIGSTOP): connections stay open, nothing is answered until [`resume`].
+    ///
+    /// [`resume`]: OwnRedis::resume
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused Redis run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("own redis is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} own redis");
+    }
+
+    /// SIGKILL: whatever Redis had not written to its append-only file is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -403,6 +507,17 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A free port for a Redis of a test's own: at most 55535, so that a cluster bus port (+10000)
+/// would fit too.
+pub fn free_redis_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55_535 {
+            return port;
+        }
     }
 }
 
