@@ -4,10 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ackgate::Backend;
 use ackgate::settings::Settings;
+use common::faults::idempotency_record;
 use common::mock::MockKafka;
 use common::*;
 
@@ -145,11 +146,14 @@ async fn an_ambiguous_timeout_pins_the_key_so_a_retry_cannot_duplicate() {
         delivery_timeout_ms: 1_000,
         ..test_settings()
     };
+    let prefix = settings.redis_key_prefix.clone();
+    let lease = settings.lease();
     let app = kafka.spawn(settings).await;
     kafka.warm_up(&app).await;
     // The broker writes the record but answers after the delivery timeout.
     kafka.set_rtt(Duration::from_millis(2_500));
 
+    let claimed_before = Instant::now();
     let reply = app.post_event(TOPIC, "k-ambiguous", r#"{"n":1}"#).await;
 
     reply.assert_problem(504, "delivery-timed-out");
@@ -165,12 +169,25 @@ async fn an_ambiguous_timeout_pins_the_key_so_a_retry_cannot_duplicate() {
         "the key stays pinned to its failure"
     );
     assert_eq!(retry.header("idempotent-replayed"), Some("true"));
-    let with_key = kafka
-        .records()
-        .into_iter()
-        .filter(|r| r.header("idempotency-key") == Some(b"k-ambiguous"))
-        .count();
-    assert!(with_key <= 1, "never twice: {with_key}");
+    let record = idempotency_record(&redis_url(), &prefix, TOPIC, "k-ambiguous").await;
+    assert_eq!(
+        record.get("state").map(String::as_str),
+        Some("failed"),
+        "{record:?}"
+    );
+
+    // Pinned for good, not only while the first claim's lease lasts: after it, a retry
+    // still replays instead of taking the key over and publishing again.
+    tokio::time::sleep(lease.saturating_sub(claimed_before.elapsed()) + Duration::from_millis(500))
+        .await;
+    let after_lease = app.post_event(TOPIC, "k-ambiguous", r#"{"n":1}"#).await;
+    assert_eq!(after_lease.status, 504, "{}", after_lease.body);
+    assert_eq!(after_lease.body, reply.body);
+    assert_eq!(after_lease.header("idempotent-replayed"), Some("true"));
+
+    // The broker did write it (the mock appends a produce when it receives it): exactly once.
+    let with_key = kafka.records_with_key("k-ambiguous");
+    assert_eq!(with_key.len(), 1, "written once, never twice: {with_key:?}");
 }
 
 #[tokio::test]

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use ackgate::Backend;
 use ackgate::settings::Settings;
+use common::faults::{PRODUCER_FAULTS, idempotency_record};
 use common::mock::MockKafka;
 use common::*;
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
 
 const TOPIC: &str = "ops";
+const REBUILDS: &str = "ackgate_producer_rebuilds_total";
 
 fn short_delivery() -> Settings {
     Settings {
@@ -184,11 +186,42 @@ async fn retriable_errors_that_clear_in_time_give_one_record() {
         "the producer's own retries absorb it: {}",
         reply.body
     );
+    // The mock cluster appends nothing when it answers an injected error, so this shows the
+    // retries, not idempotence: a resend of a batch the broker did append is
+    // tests/producer.rs (`a_reply_lost_after_the_append_is_resent_and_kept_to_one_record`).
+    let in_kafka = kafka.records_with_key("k-flaky");
+    assert_eq!(in_kafka.len(), 1, "one record: {in_kafka:?}");
+    assert_at_answered_place(&reply, &in_kafka[0]);
+}
+
+/// The 201 names the partition and offset of `record`.
+fn assert_at_answered_place(reply: &Reply, record: &Record) {
+    let answer = reply.json();
     assert_eq!(
-        kafka.records_with_key("k-flaky").len(),
-        1,
-        "librdkafka retried, idempotence kept it to one record"
+        (i64::from(record.partition), record.offset),
+        (
+            answer["partition"].as_i64().unwrap(),
+            answer["offset"].as_i64().unwrap()
+        ),
+        "the record is where the 201 says: {answer}"
     );
+}
+
+/// A failure answer names a failure record that holds the event, and Kafka holds the event at
+/// most as often as `persistence` allows: never when `not_persisted`, at most once otherwise.
+async fn assert_kept(app: &TestApp, reply: &Reply, key: &str, in_kafka: &[Record]) {
+    let problem = reply.json();
+    let id = problem["failure_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key}: a failure record: {problem}"));
+    let record = app.get_failure(id).await;
+    assert_eq!(record.status, 200, "{key}: {}", record.body);
+    assert_eq!(record.json()["event"]["idempotency_key"], key);
+    match problem["persistence"].as_str() {
+        Some("not_persisted") => assert!(in_kafka.is_empty(), "{key}: {in_kafka:?}"),
+        Some("possibly_persisted") => assert!(in_kafka.len() <= 1, "{key}: {in_kafka:?}"),
+        other => panic!("{key}: persistence {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -234,28 +267,90 @@ async fn permanent_errors_get_the_right_4xx_at_once() {
     assert!(kafka.records_with_key("k-acl").is_empty());
 }
 
+/// The broker refuses the record itself: 422 `record-rejected` at once, nothing in Kafka, no
+/// failure record (the client's event, not an operator's problem), and the key released, so
+/// the same key publishes once the event is acceptable.
+#[tokio::test]
+async fn a_record_the_broker_rejects_gets_422_and_releases_its_key() {
+    let kafka = MockKafka::start(TOPIC);
+    let settings = test_settings();
+    let prefix = settings.redis_key_prefix.clone();
+    let app = kafka.spawn(settings).await;
+    kafka.warm_up(&app).await;
+    kafka.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD],
+    );
+
+    let started = Instant::now();
+    let reply = app.post_event(TOPIC, "k-rejected", r#"{"n":1}"#).await;
+
+    reply.assert_problem(422, "record-rejected");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not retried until the delivery timeout"
+    );
+    let problem = reply.json();
+    assert_eq!(problem["persistence"], "not_persisted", "{problem}");
+    assert!(problem["failure_id"].is_null(), "{problem}");
+    assert_eq!(
+        reply.header("retry-after"),
+        None,
+        "retrying alone cannot help"
+    );
+    assert!(kafka.records_with_key("k-rejected").is_empty());
+    let record = idempotency_record(&redis_url(), &prefix, TOPIC, "k-rejected").await;
+    assert_eq!(
+        record.get("state").map(String::as_str),
+        Some("released"),
+        "{record:?}"
+    );
+    let status = app.event_status(TOPIC, "k-rejected").await;
+    assert_eq!(status.json()["state"], "not_persisted", "{}", status.body);
+
+    // Released, not pinned: the same key publishes again (the broker takes it this time).
+    let again = app.post_event(TOPIC, "k-rejected", r#"{"n":1}"#).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed"), None);
+    let in_kafka = kafka.records_with_key("k-rejected");
+    assert_eq!(in_kafka.len(), 1, "{in_kafka:?}");
+    assert_at_answered_place(&again, &in_kafka[0]);
+}
+
 #[tokio::test]
 async fn a_fatal_producer_error_is_healed_and_the_next_requests_succeed() {
+    let _only_this_test_rebuilds = PRODUCER_FAULTS.lock().await;
     let kafka = MockKafka::start(TOPIC);
     let settings = test_settings();
     let app = Application::build_for(&kafka.brokers(), settings).await;
     kafka.warm_up(&app.app).await;
+    let rebuilds = app.app.metric(REBUILDS).await;
 
     app.publisher.inject_fatal_error();
     // The request that meets the dead producer may fail (with a failure record); the ones
     // after it go through a fresh producer.
     let first = app.app.post_event(TOPIC, "k-fatal-1", "{}").await;
-    assert!(matches!(first.status, 201 | 503 | 504), "{}", first.body);
+    let first_in_kafka = kafka.records_with_key("k-fatal-1");
+    match first.status {
+        201 => {
+            assert_eq!(first_in_kafka.len(), 1, "{first_in_kafka:?}");
+            assert_at_answered_place(&first, &first_in_kafka[0]);
+        }
+        503 | 504 => assert_kept(&app.app, &first, "k-fatal-1", &first_in_kafka).await,
+        other => panic!("unexpected {other}: {}", first.body),
+    }
     for i in 0..5 {
         let key = format!("k-after-fatal-{i}");
         let reply = app.app.post_event(TOPIC, &key, "{}").await;
         assert_eq!(reply.status, 201, "{}", reply.body);
-        assert_eq!(kafka.records_with_key(&key).len(), 1);
+        let in_kafka = kafka.records_with_key(&key);
+        assert_eq!(in_kafka.len(), 1);
+        assert_at_answered_place(&reply, &in_kafka[0]);
     }
-    let metrics = app.app.metrics().await;
-    assert!(
-        metrics.body.contains("ackgate_producer_rebuilds_total"),
-        "the rebuild is counted"
+    assert_eq!(
+        app.app.metric(REBUILDS).await - rebuilds,
+        1.0,
+        "one fatal error, one rebuild, counted"
     );
 }
 
@@ -351,12 +446,15 @@ async fn a_slow_ack_gets_202_and_the_status_shows_the_offset_when_it_lands() {
     assert_eq!(settled["state"], "persisted", "{settled}");
     assert_eq!(settled["answer_status"], 201);
     kafka.set_rtt(Duration::ZERO);
+    // Once settled, a retry gets the final answer (not the 202 again), replayed, and publishes
+    // nothing.
+    let after = app.post_event(TOPIC, "k/slow?", r#"{"n":1}"#).await;
+    assert_eq!(after.status, 201, "{}", after.body);
+    assert_eq!(after.header("idempotent-replayed"), Some("true"));
+    assert_eq!(after.json(), settled["answer"], "the stored answer");
     let in_kafka = kafka.records_with_key("k/slow?");
-    assert_eq!(in_kafka.len(), 1);
-    assert_eq!(
-        in_kafka[0].offset,
-        settled["answer"]["offset"].as_i64().unwrap()
-    );
+    assert_eq!(in_kafka.len(), 1, "{in_kafka:?}");
+    assert_at_answered_place(&after, &in_kafka[0]);
     app.event_status(TOPIC, "never-sent")
         .await
         .assert_problem(404, "event-not-found");
@@ -414,13 +512,21 @@ async fn with_dead_letter_topics_on_a_failed_event_is_copied_to_its_dlt() {
 
 #[tokio::test]
 async fn a_broker_that_lost_the_producer_state_does_not_wedge_the_gateway() {
-    for error in [
-        RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID,
-        RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+    let _only_this_test_rebuilds = PRODUCER_FAULTS.lock().await;
+    // UNKNOWN_PRODUCER_ID: librdkafka bumps the epoch itself and resends, no fatal error, so
+    // nothing to rebuild (a rebuild here would be one too many). OUT_OF_ORDER_SEQUENCE_NUMBER:
+    // a fatal error for an idempotent producer, so exactly one rebuild.
+    for (error, expected_rebuilds) in [
+        (RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID, 0.0),
+        (
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            1.0,
+        ),
     ] {
         let kafka = MockKafka::start(TOPIC);
         let app = kafka.spawn(test_settings()).await;
         kafka.warm_up(&app).await;
+        let rebuilds = app.metric(REBUILDS).await;
         kafka
             .cluster
             .request_errors(RDKafkaApiKey::Produce, &[error]);
@@ -428,21 +534,28 @@ async fn a_broker_that_lost_the_producer_state_does_not_wedge_the_gateway() {
         // The request that meets the error may fail, with a failure record; the gateway must
         // recover (epoch bump or a rebuilt producer) and go on serving.
         let hit = app.post_event(TOPIC, "k-state-lost", "{}").await;
-        assert!(
-            matches!(hit.status, 201 | 503 | 504),
-            "{error:?}: {}",
-            hit.body
-        );
-        if hit.status != 201 {
-            assert!(hit.json()["failure_id"].is_string(), "{error:?}: kept");
+        let in_kafka = kafka.records_with_key("k-state-lost");
+        match hit.status {
+            201 => {
+                assert_eq!(in_kafka.len(), 1, "{error:?}: {in_kafka:?}");
+                assert_at_answered_place(&hit, &in_kafka[0]);
+            }
+            503 | 504 => assert_kept(&app, &hit, "k-state-lost", &in_kafka).await,
+            other => panic!("{error:?}: unexpected {other}: {}", hit.body),
         }
         for i in 0..5 {
             let key = format!("k-after-{i}");
             let reply = app.post_event(TOPIC, &key, "{}").await;
             assert_eq!(reply.status, 201, "{error:?}: {}", reply.body);
-            assert_eq!(kafka.records_with_key(&key).len(), 1, "{error:?}");
+            let in_kafka = kafka.records_with_key(&key);
+            assert_eq!(in_kafka.len(), 1, "{error:?}");
+            assert_at_answered_place(&reply, &in_kafka[0]);
         }
-        assert!(kafka.records_with_key("k-state-lost").len() <= 1);
+        assert_eq!(
+            app.metric(REBUILDS).await - rebuilds,
+            expected_rebuilds,
+            "{error:?}: rebuilds of this app's producer"
+        );
     }
 }
 

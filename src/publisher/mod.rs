@@ -346,3 +346,93 @@ impl FaultInjector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use rdkafka::producer::BaseProducer;
+
+    use super::*;
+    use crate::settings::Settings;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    /// The producer configuration `ackgate serve` builds from these flags.
+    fn config_from_flags(flags: &[&str]) -> Result<ClientConfig, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("ackgate").chain(flags.iter().copied()))?;
+        let publisher = PublisherConfig::new("127.0.0.1:9".to_owned(), &cli.settings);
+        Ok(producer_config(&publisher))
+    }
+
+    #[test]
+    fn the_producer_is_idempotent_with_acks_all_and_the_delivery_timeout() {
+        let config = config_from_flags(&["--delivery-timeout-ms=4321"]).unwrap();
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("delivery.timeout.ms"), Some("4321"));
+        assert_eq!(config.get("allow.auto.create.topics"), Some("false"));
+        // Idempotence needs at most 5 requests in flight per connection; librdkafka sets 5
+        // itself unless told otherwise, and nothing here may tell it otherwise.
+        for name in [
+            "max.in.flight.requests.per.connection",
+            "max.in.flight",
+            "retries",
+            "message.send.max.retries",
+            "request.required.acks",
+            "message.timeout.ms",
+            "transactional.id",
+        ] {
+            assert_eq!(config.get(name), None, "{name} is left to idempotence");
+        }
+    }
+
+    #[test]
+    fn librdkafka_holds_the_built_producer_to_idempotence() {
+        // What librdkafka itself enforces once idempotence is on: a configuration that could
+        // reorder or lose retries is refused at creation, so these prove idempotence is on in
+        // the producer that gets built, not only in a map of strings.
+        let with = |extra: &str| {
+            config_from_flags(&[&format!("--kafka-property={extra}")])
+                .unwrap()
+                .create::<BaseProducer>()
+        };
+        assert!(with("max.in.flight.requests.per.connection=5").is_ok());
+        for unsafe_setting in ["max.in.flight.requests.per.connection=6", "retries=0"] {
+            let refused = with(unsafe_setting);
+            assert!(
+                refused.is_err(),
+                "{unsafe_setting} must be refused by an idempotent producer"
+            );
+        }
+    }
+
+    #[test]
+    fn kafka_properties_cannot_override_the_guarantee() {
+        for property in [
+            "enable.idempotence=false",
+            "acks=1",
+            "acks=0",
+            "request.required.acks=1",
+            "delivery.timeout.ms=600000",
+            "message.timeout.ms=600000",
+            "transactional.id=x",
+            "allow.auto.create.topics=true",
+            "bootstrap.servers=elsewhere:9092",
+        ] {
+            let flag = format!("--kafka-property={property}");
+            assert!(
+                config_from_flags(&[&flag]).is_err(),
+                "{property} must be refused as a flag"
+            );
+        }
+        // (`ACKGATE_KAFKA_PROPERTIES` is the same argument, so it goes through the same parser.)
+        // Other properties pass, and land in the configuration.
+        let config = config_from_flags(&["--kafka-property=linger.ms=7"]).unwrap();
+        assert_eq!(config.get("linger.ms"), Some("7"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+    }
+}

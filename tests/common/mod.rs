@@ -5,6 +5,7 @@
 //! `ACKGATE_TEST_KAFKA_BROKERS`, `ACKGATE_TEST_REDIS_URL`, `ACKGATE_TEST_REDIS_SERVER`.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod faults;
 pub mod mock;
 mod routes;
 
