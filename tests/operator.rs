@@ -485,7 +485,7 @@ async fn with_dead_letter_topics_on_a_failed_event_is_copied_to_its_dlt() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(copy["topic"], format!("{TOPIC}.dlt"));
-    let dlt: Vec<Record> = consume_all(&kafka.brokers(), &format!("{TOPIC}.dlt"), 1)
+    let dlt: Vec<Record> = consume_to_end(&kafka.brokers(), &format!("{TOPIC}.dlt"), 1)
         .into_iter()
         .filter(|r| r.header("dlt-failure-id") == Some(id.as_bytes()))
         .collect();

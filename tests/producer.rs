@@ -53,7 +53,7 @@ async fn a_reply_lost_after_the_append_is_resent_and_kept_to_one_record() {
         "answered after the resend, not at the delivery timeout"
     );
     let answer = reply.json();
-    let in_kafka: Vec<Record> = consume_all(&brokers, &topic, 1)
+    let in_kafka: Vec<Record> = consume_to_end(&brokers, &topic, 1)
         .into_iter()
         .filter(|r| r.header("idempotency-key") == Some(b"k-lost-reply"))
         .collect();

@@ -110,7 +110,7 @@ impl Setup {
     /// Where the records with this idempotency key are, read to the end of every partition.
     fn positions_of(&self, key: &str) -> Vec<Position> {
         self.kafka
-            .records_to_end_with_key(key)
+            .records_with_key(key)
             .iter()
             .map(|r| Position {
                 partition: r.partition,

@@ -106,7 +106,7 @@ async fn with_auto_create_topics_a_post_to_a_new_topic_publishes() {
     assert_eq!(reply.status, 201, "{}", reply.body);
     let partitions = partitions_of(&kafka_brokers(), &topic);
     assert!(partitions > 0, "the broker created the topic");
-    let in_kafka = consume_all(&kafka_brokers(), &topic, partitions as i32);
+    let in_kafka = consume_to_end(&kafka_brokers(), &topic, partitions as i32);
     assert_eq!(in_kafka.len(), 1, "{in_kafka:?}");
     let answer = reply.json();
     assert_eq!(

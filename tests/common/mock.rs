@@ -7,7 +7,7 @@ use ackgate::settings::Settings;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
-use super::{Record, TestApp, consume_all, consume_to_end, redis_url, unique};
+use super::{Record, TestApp, consume_to_end, redis_url, unique};
 
 pub const BROKERS: i32 = 3;
 pub const PARTITIONS: i32 = 3;
@@ -52,27 +52,15 @@ impl MockKafka {
         }
     }
 
+    /// Every record of the topic, read to the end of every partition (panics otherwise), so
+    /// that an empty or short answer means the records are not there.
     pub fn records(&self) -> Vec<Record> {
-        consume_all(&self.brokers(), self.topic, PARTITIONS)
-    }
-
-    pub fn records_with_key(&self, key: &str) -> Vec<Record> {
-        self.records()
-            .into_iter()
-            .filter(|r| r.header("idempotency-key") == Some(key.as_bytes()))
-            .collect()
-    }
-
-    /// Every record of the topic, read to the end of every partition (panics otherwise): for
-    /// checks that something is *not* there.
-    pub fn records_to_end(&self) -> Vec<Record> {
         consume_to_end(&self.brokers(), self.topic, PARTITIONS)
     }
 
-    /// The records published under one idempotency key, read to the end of every partition:
-    /// an empty answer means there is none.
-    pub fn records_to_end_with_key(&self, key: &str) -> Vec<Record> {
-        self.records_to_end()
+    /// The records published under one idempotency key, read to the end of every partition.
+    pub fn records_with_key(&self, key: &str) -> Vec<Record> {
+        self.records()
             .into_iter()
             .filter(|r| r.header("idempotency-key") == Some(key.as_bytes()))
             .collect()
