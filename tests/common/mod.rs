@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod mock;
+pub mod process;
 mod routes;
 
 // Not every test target names them.
