@@ -336,7 +336,11 @@ impl OwnRedis {
         redis
     }
 
-    /// A Redis that keeps its data in an append-only file across restarts.
+    /// A Redis that keeps its data in an append-only file across restarts, even across a
+    /// SIGKILL: `appendfsync always` syncs every write before Redis answers it. That is the
+    /// setting a deployment that wants no duplicates runs (README, "Idempotency semantics"):
+    /// with `everysec`, a settled record can be lost in a crash, and a retry of its key then
+    /// publishes again without any takeover to explain the duplicate.
     pub fn start_with_aof() -> OwnRedis {
         let port = free_port();
         let dir = std::env::temp_dir().join(unique("redis-aof"));
@@ -375,7 +379,7 @@ impl OwnRedis {
                     "--appendonly".to_owned(),
                     "yes".to_owned(),
                     "--appendfsync".to_owned(),
-                    "everysec".to_owned(),
+                    "always".to_owned(),
                     "--dir".to_owned(),
                     dir.display().to_string(),
                 ],
