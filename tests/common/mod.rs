@@ -337,13 +337,26 @@ impl OwnRedis {
     }
 
     /// A Redis that keeps its data in an append-only file across restarts, even across a
-    /// SIGKILL: `appendfsync always` syncs every write before Redis answers it. That is the
-    /// setting a deployment that wants no duplicates runs (README, "Idempotency semantics"):
-    /// with `everysec`, a settled record can be lost in a crash, and a retry of its key then
-    /// publishes again without any takeover to explain the duplicate.
+    /// SIGKILL: `appendfsync always` writes and syncs every write before Redis answers it. That
+    /// is the setting a deployment that wants no duplicates runs (README, "Idempotency
+    /// semantics"): a settled record lost in a crash lets a retry of its key publish again
+    /// without any takeover to explain the duplicate.
+    ///
+    /// The file lives on tmpfs (`/dev/shm`) where there is one: on a disk shared with parallel
+    /// builds a sync can take seconds, and Redis, which syncs on its main thread with `always`,
+    /// then stops answering for longer than the gateways' Redis timeout. A killed process loses
+    /// only what Redis had not yet written, and `always` writes before it answers, so tmpfs
+    /// keeps what this test is about; a machine crash, which the sync guards against, is beyond
+    /// a test anyway.
     pub fn start_with_aof() -> OwnRedis {
         let port = free_port();
-        let dir = std::env::temp_dir().join(unique("redis-aof"));
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(unique("redis-aof"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = OwnRedis {
             port,
@@ -408,6 +421,9 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.aof_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
