@@ -7,18 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::mock::MockKafka;
+use common::process::{Gateway, ackgate, warm_up};
 use common::*;
-
-fn ackgate() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ackgate"));
-    // The tests decide every setting; nothing leaks in from the caller's environment.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ACKGATE_") && !key.starts_with("ACKGATE_TEST_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
 
 #[test]
 fn serve_help_documents_every_setting_with_its_environment_variable() {
@@ -166,5 +157,84 @@ async fn sigterm_drains_and_exits_zero() {
             && l["span"]["route"] == "/v1/topics/{topic}/events"),
         "a request log line with route and outcome"
     );
-    assert_eq!(consume_all(&kafka_brokers(), &topic, 1).len(), 1);
+    assert_eq!(consume_to_end(&kafka_brokers(), &topic, 1).len(), 1);
+}
+
+/// SIGTERM while a request waits for a slow broker: the process stops only after that request
+/// got its 201 from the delivery report, and the record is where the answer says.
+#[tokio::test]
+async fn sigterm_answers_a_request_in_flight_from_its_delivery_report() {
+    const TOPIC: &str = "cli-drain";
+    // The broker's answer takes this long, so the request is surely in flight at the signal.
+    const RTT: Duration = Duration::from_secs(2);
+    let kafka = MockKafka::start(TOPIC);
+    let spool = std::env::temp_dir().join(format!("{}.spool", unique("cli-drain")));
+    let mut gateway = Gateway::new(&[
+        "--kafka-brokers",
+        &kafka.brokers(),
+        "--redis-url",
+        &redis_url(),
+        "--redis-key-prefix",
+        &unique("cli-drain"),
+        "--failure-spool-path",
+        &spool.display().to_string(),
+    ]);
+    gateway.start();
+    let client = reqwest::Client::new();
+    warm_up(&client, &gateway, TOPIC).await;
+    kafka.set_rtt(RTT);
+
+    let key = unique("k-drain");
+    let in_flight = tokio::spawn(
+        client
+            .post(gateway.url(&format!("/v1/topics/{TOPIC}/events")))
+            .header("Idempotency-Key", &key)
+            .header("Content-Type", "application/json")
+            .body(r#"{"n":1}"#)
+            .send(),
+    );
+    // The key is claimed: the request is waiting for Kafka.
+    let status_url = gateway.url(&format!("/v1/topics/{TOPIC}/events/{key}"));
+    let deadline = Instant::now() + RTT / 2;
+    loop {
+        let status = send(client.get(&status_url)).await;
+        if status.status == 200 {
+            assert_eq!(status.json()["state"], "in_flight", "{}", status.body);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the request was not claimed in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    gateway.signal_nowait("-TERM");
+
+    let reply = Reply::from(in_flight.await.unwrap().expect("answered, not cut")).await;
+    let answered_after = signalled.elapsed();
+    let exit = gateway.wait(Duration::from_secs(20));
+
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert!(
+        answered_after >= RTT / 2,
+        "the answer waited for the broker across the signal ({answered_after:?})"
+    );
+    assert_eq!(
+        exit.map(|s| s.code()),
+        Some(Some(0)),
+        "SIGTERM drains, exit 0"
+    );
+    kafka.set_rtt(Duration::ZERO);
+    let answer = reply.json();
+    let at = (
+        answer["partition"].as_i64().unwrap() as i32,
+        answer["offset"].as_i64().unwrap(),
+    );
+    let records: Vec<_> = kafka
+        .records_with_key(&key)
+        .into_iter()
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    assert_eq!(records, vec![at], "one record, at the answered offset");
 }

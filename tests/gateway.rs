@@ -394,7 +394,8 @@ async fn a_body_exactly_at_the_default_limit_is_published() {
 }
 
 /// The checks above that nothing was published stand on `consume_to_end`: it must refuse a read
-/// that never got to the end, where `consume_all` returns nothing and the check would pass.
+/// that never got to the end, where a reader that stops at its deadline returns nothing and the
+/// check would pass.
 #[tokio::test]
 async fn a_read_that_did_not_reach_the_end_fails_the_absence_check() {
     let topic = topic().await;

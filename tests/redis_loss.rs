@@ -135,11 +135,11 @@ fn audit_config(kafka: &MockKafka) -> AuditConfig {
     }
 }
 
-/// Redis with an append-only file (`appendfsync everysec`, as docker-compose runs it) is
-/// SIGKILLed after one key was answered and while another is in flight. A SIGKILL loses
-/// nothing Redis had written to its file (only a machine crash loses the last second; but
-/// while an fsync is slow Redis holds writes back in its buffer, so the test waits until the
-/// buffer is empty), so it comes back with both keys: the in-flight delivery settles, and the
+/// Redis with an append-only file (`appendfsync always`, as the README advises and
+/// docker-compose runs it) is SIGKILLed after one key was answered and while another is in
+/// flight. A SIGKILL loses nothing Redis had written to its file (with `everysec` a slow fsync
+/// can hold writes back in its buffer, so the test also waits until the buffer is empty), so
+/// it comes back with both keys: the in-flight delivery settles, and the
 /// retries of both keys replay their answers and publish nothing. (Where Redis loses keys, see
 /// the next test.)
 #[tokio::test]

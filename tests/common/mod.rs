@@ -7,6 +7,7 @@
 
 pub mod faults;
 pub mod mock;
+pub mod process;
 mod routes;
 
 // Not every test target names them.
@@ -235,41 +236,14 @@ impl Record {
     }
 }
 
-/// Reads every record of `topic` from the beginning, for a test that expects records to be
-/// there (a check of *absence* uses [`consume_to_end`]).
-///
-/// Stops once every partition reported its end *and* nothing new arrived for a moment: some
-/// test brokers report a lagging high watermark right after an acknowledgement, so the end of
-/// partition alone is not proof that everything was read. At the deadline it returns what it
-/// has.
-pub fn consume_all(brokers: &str, topic: &str, partitions: i32) -> Vec<Record> {
-    consume_until(
-        brokers,
-        topic,
-        partitions,
-        usize::MAX,
-        Duration::from_secs(15),
-    )
-}
-
-/// Like [`consume_all`], but returns as soon as `at_least` records were read and the topic
-/// stayed quiet for a moment.
-pub fn consume_until(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    at_least: usize,
-    deadline: Duration,
-) -> Vec<Record> {
-    read_topic(brokers, topic, partitions, at_least, deadline).records
-}
-
-/// Every record of `topic`, read to the end of every partition: what a check that something is
-/// *not* in Kafka (nothing published, no second record) must stand on.
+/// Every record of `topic`, read to the end of every partition: what every count of records
+/// stands on, and above all a check that something is *not* in Kafka (nothing published, no
+/// second record).
 ///
 /// Panics unless the topic has exactly `partitions` partitions and every one of them reported
-/// its end (partition EOF) after its last record, followed by a quiet period (Tansu's high
-/// watermark lags, see `consume_all`). A reader that saw nothing because it never got to read
+/// its end (partition EOF) after its last record, followed by a quiet period: some test brokers
+/// (Tansu) report a lagging high watermark right after an acknowledgement, so the end of a
+/// partition alone is not proof that everything was read. A reader that saw nothing because it never got to read
 /// (a wrong broker, a missing partition, a broker that did not answer in time) must not pass
 /// for an empty topic.
 pub fn consume_to_end(brokers: &str, topic: &str, partitions: i32) -> Vec<Record> {
@@ -418,10 +392,27 @@ impl OwnRedis {
         redis
     }
 
-    /// A Redis that keeps its data in an append-only file across restarts.
+    /// A Redis that keeps its data in an append-only file across restarts, even across a
+    /// SIGKILL: `appendfsync always` writes and syncs every write before Redis answers it. That
+    /// is the setting a deployment that wants no duplicates runs (README, "Idempotency
+    /// semantics"): a settled record lost in a crash lets a retry of its key publish again
+    /// without any takeover to explain the duplicate.
+    ///
+    /// The file lives on tmpfs (`/dev/shm`) where there is one: on a disk shared with parallel
+    /// builds a sync can take seconds, and Redis, which syncs on its main thread with `always`,
+    /// then stops answering for longer than the gateways' Redis timeout. A killed process loses
+    /// only what Redis had not yet written, and `always` writes before it answers, so tmpfs
+    /// keeps what this test is about; a machine crash, which the sync guards against, is beyond
+    /// a test anyway.
     pub fn start_with_aof() -> OwnRedis {
         let port = free_redis_port();
-        let dir = std::env::temp_dir().join(unique("redis-aof"));
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(unique("redis-aof"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = OwnRedis {
             port,
@@ -457,7 +448,7 @@ impl OwnRedis {
                     "--appendonly".to_owned(),
                     "yes".to_owned(),
                     "--appendfsync".to_owned(),
-                    "everysec".to_owned(),
+                    "always".to_owned(),
                     "--dir".to_owned(),
                     dir.display().to_string(),
                 ],
@@ -508,6 +499,9 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.aof_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
