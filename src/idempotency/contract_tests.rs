@@ -80,7 +80,10 @@ async fn a_fresh_key_is_claimed(store: &dyn IdempotencyStore) {
     assert_eq!(store.status(&topic, &key).await.unwrap(), None);
     assert_eq!(
         claim(store, &key, FP, "a").await,
-        Claim::Claimed { attempt: 1 }
+        Claim::Claimed {
+            attempt: 1,
+            took_over: false
+        }
     );
     assert_eq!(
         store.status(&topic, &key).await.unwrap(),
@@ -234,7 +237,13 @@ async fn a_failed_key_replays_until_an_operator_reclaims_it(store: &dyn Idempote
         .claim(&topic, &key, FP, "operator", Claimant::Operator)
         .await
         .unwrap();
-    assert_eq!(reclaimed, Claim::Claimed { attempt: 2 });
+    assert_eq!(
+        reclaimed,
+        Claim::Claimed {
+            attempt: 2,
+            took_over: false
+        }
+    );
     assert_eq!(
         store.status(&topic, &key).await.unwrap(),
         Some(KeyStatus::InFlight)
@@ -260,7 +269,10 @@ async fn a_released_key_is_claimed_again(store: &dyn IdempotencyStore) {
 
     assert_eq!(
         claim(store, &key, FP, "b").await,
-        Claim::Claimed { attempt: 2 }
+        Claim::Claimed {
+            attempt: 2,
+            took_over: false
+        }
     );
     assert_eq!(
         store.status(&topic, &key).await.unwrap(),
@@ -274,7 +286,13 @@ async fn a_released_key_is_claimed_again(store: &dyn IdempotencyStore) {
         .claim(&topic, &key, FP, "operator", Claimant::Operator)
         .await
         .unwrap();
-    assert_eq!(third, Claim::Claimed { attempt: 3 });
+    assert_eq!(
+        third,
+        Claim::Claimed {
+            attempt: 3,
+            took_over: false
+        }
+    );
     assert!(!in_flight(claim(store, &key, FP, "c").await).1);
 }
 
@@ -309,7 +327,10 @@ async fn an_expired_lease_is_taken_over(store: &dyn IdempotencyStore) {
     assert_eq!(claim(store, &key, OTHER_FP, "b").await, Claim::Mismatch);
     assert_eq!(
         claim(store, &key, FP, "b").await,
-        Claim::Claimed { attempt: 2 }
+        Claim::Claimed {
+            attempt: 2,
+            took_over: true
+        }
     );
     // The new owner has not been answered yet, whatever the crashed one was.
     let (retry_after, accepted) = in_flight(claim(store, &key, FP, "c").await);
@@ -362,7 +383,10 @@ async fn a_record_lives_for_the_ttl_after_its_last_settle(store: &dyn Idempotenc
     assert_eq!(store.status(&topic, &abandoned).await.unwrap(), None);
     assert_eq!(
         claim(store, &abandoned, FP, "b").await,
-        Claim::Claimed { attempt: 1 }
+        Claim::Claimed {
+            attempt: 1,
+            took_over: false
+        }
     );
     tokio::time::sleep(ttl * 6 / 10).await;
 
@@ -370,7 +394,10 @@ async fn a_record_lives_for_the_ttl_after_its_last_settle(store: &dyn Idempotenc
     assert_eq!(store.status(&topic, &key).await.unwrap(), None);
     assert_eq!(
         claim(store, &key, OTHER_FP, "c").await,
-        Claim::Claimed { attempt: 1 }
+        Claim::Claimed {
+            attempt: 1,
+            took_over: false
+        }
     );
 }
 
@@ -422,7 +449,13 @@ async fn keys_are_scoped_by_topic(store: &dyn IdempotencyStore) {
         .claim(&topic("payments"), &key, OTHER_FP, "b", Claimant::Client)
         .await
         .unwrap();
-    assert_eq!(other, Claim::Claimed { attempt: 1 });
+    assert_eq!(
+        other,
+        Claim::Claimed {
+            attempt: 1,
+            took_over: false
+        }
+    );
     assert_eq!(
         store.status(&topic("refunds"), &key).await.unwrap(),
         None,
@@ -443,7 +476,13 @@ async fn concurrent_claims_and_settles_have_one_winner(store: &dyn IdempotencySt
     let winners: Vec<&String> = owners
         .iter()
         .zip(&claims)
-        .filter(|(_, claim)| **claim == Claim::Claimed { attempt: 1 })
+        .filter(|(_, claim)| {
+            **claim
+                == Claim::Claimed {
+                    attempt: 1,
+                    took_over: false,
+                }
+        })
         .map(|(owner, _)| owner)
         .collect();
     assert_eq!(winners.len(), 1, "{claims:?}");

@@ -98,7 +98,10 @@ impl IdempotencyStore for MemoryStore {
                         expires_at: now + ttl,
                     },
                 );
-                return Claim::Claimed { attempt: 1 };
+                return Claim::Claimed {
+                    attempt: 1,
+                    took_over: false,
+                };
             };
             if record.fingerprint != fingerprint {
                 return Claim::Mismatch;
@@ -110,6 +113,7 @@ impl IdempotencyStore for MemoryStore {
                 None => record.lease_until <= now,
             };
             if reclaim {
+                let took_over = record.settled.is_none();
                 record.owner = owner.to_owned();
                 record.attempt += 1;
                 record.accepted = false;
@@ -118,6 +122,7 @@ impl IdempotencyStore for MemoryStore {
                 record.expires_at = now + ttl;
                 return Claim::Claimed {
                     attempt: record.attempt,
+                    took_over,
                 };
             }
             match &record.settled {

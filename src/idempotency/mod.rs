@@ -62,8 +62,10 @@ pub(crate) struct Position {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Claim {
     /// The caller owns the key and must settle or release it. `attempt` is 1 for a fresh key and
-    /// larger after a takeover of a crashed owner's lease (the event may already be in Kafka).
-    Claimed { attempt: u32 },
+    /// counts every claim of it since (a released key claimed again, an operator's retry).
+    /// `took_over` is set when the key was taken from an owner whose lease ran out: it crashed
+    /// before settling, and the event may already be in Kafka.
+    Claimed { attempt: u32, took_over: bool },
     /// The key was settled before with the same event: answer with this.
     Replay(StoredAnswer),
     /// Another request owns the key right now. `accepted` is true once that request was
@@ -80,8 +82,12 @@ impl Claim {
     /// A stable label for metrics and logs.
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            Claim::Claimed { attempt: 1 } => "claimed",
-            Claim::Claimed { .. } => "takeover",
+            Claim::Claimed {
+                took_over: false, ..
+            } => "claimed",
+            Claim::Claimed {
+                took_over: true, ..
+            } => "takeover",
             Claim::Replay(_) => "replayed",
             Claim::InFlight { .. } => "conflict",
             Claim::Mismatch => "mismatch",

@@ -14,7 +14,7 @@ use super::{
 use crate::event::{IdempotencyKey, TopicName};
 
 /// KEYS[1] record; ARGV: owner, fingerprint, lease_ms, ttl_ms, operator ('1' or '0').
-/// Returns {'claimed', attempt} | {'replay', state, status, body, position}
+/// Returns {'claimed', attempt, took_over} | {'replay', state, status, body, position}
 /// | {'in_flight', ms_left, accepted} | {'mismatch'}.
 pub const CLAIM: &str = r#"
 local t = redis.call('TIME')
@@ -26,13 +26,13 @@ if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fp', ARGV[2], 'owner', ARGV[1],
              'lease_until', now + lease, 'attempt', 1, 'created_ms', now)
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return {'claimed', '1'}
+  return {'claimed', '1', '0'}
 end
 -- The fingerprint is checked first, in any state: a reused key never sees another event's answer.
 if r[2] ~= ARGV[2] then
   return {'mismatch'}
 end
-local function reclaim(maybe_duplicate)
+local function reclaim(maybe_duplicate, took_over)
   local attempt = tonumber(r[4]) + 1
   redis.call('HSET', KEYS[1], 'state', 'in_flight', 'owner', ARGV[1], 'lease_until', now + lease,
              'attempt', attempt)
@@ -40,12 +40,12 @@ local function reclaim(maybe_duplicate)
   if maybe_duplicate then redis.call('HSET', KEYS[1], 'maybe_duplicate', 1) end
   -- Refresh the TTL so the record cannot expire under the new owner.
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  return {'claimed', tostring(attempt)}
+  return {'claimed', tostring(attempt), took_over and '1' or '0'}
 end
 -- Nothing was written last time: publish again.
-if r[1] == 'released' then return reclaim(false) end
+if r[1] == 'released' then return reclaim(false, false) end
 -- An operator retries an event that may or may not be in Kafka: their call.
-if r[1] == 'failed' and ARGV[5] == '1' then return reclaim(true) end
+if r[1] == 'failed' and ARGV[5] == '1' then return reclaim(true, false) end
 if r[1] ~= 'in_flight' then
   return {'replay', r[1], r[5], r[6], r[8] or ''}
 end
@@ -55,7 +55,7 @@ if lease_until > now then
 end
 -- The owner's lease ran out: it crashed before settling. Take over, and note that the event
 -- may be in Kafka already.
-return reclaim(true)
+return reclaim(true, true)
 "#;
 
 /// KEYS[1] record; ARGV: owner, state, status, body, ttl_ms, position ('partition:offset' or '').
@@ -239,8 +239,9 @@ impl IdempotencyStore for RedisStore {
 fn parse_claim(reply: &[String]) -> Result<Claim, StoreError> {
     let bad = || StoreError::Protocol(format!("claim script replied {reply:?}"));
     match reply {
-        [tag, attempt] if tag == "claimed" => Ok(Claim::Claimed {
+        [tag, attempt, took_over] if tag == "claimed" => Ok(Claim::Claimed {
             attempt: attempt.parse().map_err(|_| bad())?,
+            took_over: took_over == "1",
         }),
         [tag, state, status, body, position] if tag == "replay" => Ok(Claim::Replay(answer(
             state,

@@ -90,9 +90,8 @@ impl Pipeline {
         })?;
         metrics::counter!("ackgate_dedupe_outcomes_total", "outcome" => claim.label()).increment(1);
         match claim {
-            Claim::Claimed { attempt } => {
-                // An operator's retry always counts up; only a client's takeover is news.
-                if attempt > 1 && claimant == Claimant::Client {
+            Claim::Claimed { attempt, took_over } => {
+                if took_over {
                     tracing::warn!(
                         topic = %event.topic,
                         idempotency_key = %event.idempotency_key,
