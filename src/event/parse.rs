@@ -65,8 +65,10 @@ pub(crate) enum InvalidEvent {
     Json(String),
 }
 
-/// Everything but the value, checked.
-struct Head {
+/// Everything of an event but its value, checked: what a transport holds while the body is
+/// still on its way.
+#[derive(Debug)]
+pub(crate) struct EventHead {
     topic: TopicName,
     idempotency_key: IdempotencyKey,
     key: Option<Bytes>,
@@ -77,12 +79,9 @@ struct Head {
 impl EventParts<'_> {
     /// Checks everything but the value, in the order the contract promises (topic, idempotency
     /// key, record key, record headers, content type), so that a transport can refuse a bad
-    /// request before it reads the body. [`Event::try_from`] runs the same checks.
-    pub(crate) fn check_head(&self) -> Result<(), InvalidEvent> {
-        self.head().map(drop)
-    }
-
-    fn head(&self) -> Result<Head, InvalidEvent> {
+    /// request before it reads the body; [`EventHead::with_value`] finishes the event.
+    /// [`Event::try_from`] is the two steps in one.
+    pub(crate) fn head(&self) -> Result<EventHead, InvalidEvent> {
         let topic = TopicName::parse(self.topic).map_err(InvalidEvent::Topic)?;
         let idempotency_key = match self.idempotency_key {
             Single::Absent => return Err(InvalidEvent::MissingIdempotencyKey),
@@ -108,7 +107,7 @@ impl EventParts<'_> {
             Single::One(_) => return Err(InvalidEvent::ContentType),
             Single::Repeated => return Err(InvalidEvent::Repeated(CONTENT_TYPE_HEADER)),
         };
-        Ok(Head {
+        Ok(EventHead {
             topic,
             idempotency_key,
             key,
@@ -122,17 +121,24 @@ impl TryFrom<EventParts<'_>> for Event {
     type Error = InvalidEvent;
 
     fn try_from(parts: EventParts<'_>) -> Result<Self, InvalidEvent> {
-        let Head {
+        parts.head()?.with_value(parts.value)
+    }
+}
+
+impl EventHead {
+    /// The event, once its value is known: a value declared as JSON must parse.
+    pub(crate) fn with_value(self, value: Bytes) -> Result<Event, InvalidEvent> {
+        let EventHead {
             topic,
             idempotency_key,
             key,
             headers,
             content_type,
-        } = parts.head()?;
+        } = self;
         if content_type.as_deref().is_some_and(is_json) {
             // Parsing into `IgnoredAny` checks the syntax without building a value or recursing,
             // so deeply nested input costs neither memory nor stack.
-            serde_json::from_slice::<serde::de::IgnoredAny>(&parts.value)
+            serde_json::from_slice::<serde::de::IgnoredAny>(&value)
                 .map_err(|error| InvalidEvent::Json(error.to_string()))?;
         }
         Ok(Event {
@@ -141,7 +147,7 @@ impl TryFrom<EventParts<'_>> for Event {
             key,
             headers,
             content_type,
-            value: parts.value,
+            value,
         })
     }
 }

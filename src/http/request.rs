@@ -47,7 +47,7 @@ pub(super) async fn event(
             Some((name, value.as_bytes()))
         })
         .collect();
-    let mut parts = EventParts {
+    let parts = EventParts {
         topic,
         idempotency_key: single(headers, IDEMPOTENCY_KEY),
         key: single(headers, KAFKA_KEY),
@@ -56,9 +56,9 @@ pub(super) async fn event(
         value: Bytes::new(),
     };
     // A request with a bad head is refused before its body is read.
-    parts.check_head().map_err(invalid)?;
-    parts.value = read_body(headers, body, limits).await?;
-    Event::try_from(parts).map_err(invalid)
+    let head = parts.head().map_err(invalid)?;
+    let value = read_body(headers, body, limits).await?;
+    head.with_value(value).map_err(invalid)
 }
 
 /// The problem for an invalid event, in HTTP's words where HTTP spells things its own way.
