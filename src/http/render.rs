@@ -15,11 +15,7 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
 /// The answer to an event request.
 pub(super) fn outcome(outcome: Outcome, topic: &TopicName, key: &IdempotencyKey) -> Response {
     match outcome {
-        Outcome::Persisted(receipt) => json_response(
-            201,
-            serde_json::to_string(&receipt.body()).expect("a persisted body always serializes"),
-            None,
-        ),
+        Outcome::Persisted(receipt) => json_response(201, receipt.body, None),
         Outcome::Failed(failure) => self::failure(&failure),
         Outcome::Replayed(answer) => {
             let mut response = json_response(answer.status, answer.body, None);

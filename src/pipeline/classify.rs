@@ -57,7 +57,6 @@ pub(crate) fn row(kind: FailureKind) -> Row {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Verdict {
     pub(crate) kind: FailureKind,
-    pub(crate) row: Row,
     /// Whether the event may be in Kafka: librdkafka's word, except that an acknowledgement
     /// that came with an error (a librdkafka bug if it ever happens) counts as ambiguous.
     pub(crate) persistence: Persistence,
@@ -71,9 +70,13 @@ impl Verdict {
         };
         Verdict {
             kind: failure.kind,
-            row: row(failure.kind),
             persistence,
         }
+    }
+
+    /// The table's row for this failure.
+    pub(crate) fn row(&self) -> Row {
+        row(self.kind)
     }
 
     /// How the key ends: released when nothing was written, so the next request publishes
@@ -89,7 +92,8 @@ impl Verdict {
     /// `Retry-After`, only when a retry may help and cannot duplicate: a pinned key replays
     /// this answer, so waiting would change nothing.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
-        (self.row.retriable && self.persistence == Persistence::NotPersisted).then_some(RETRY_AFTER)
+        (self.row().retriable && self.persistence == Persistence::NotPersisted)
+            .then_some(RETRY_AFTER)
     }
 
     /// What the client reads: what happened, and whether retrying is safe.
@@ -103,7 +107,7 @@ impl Verdict {
                  until an operator resolves the failure."
             }
         };
-        format!("{} {written}", self.row.what)
+        format!("{} {written}", self.row().what)
     }
 }
 
@@ -182,7 +186,7 @@ mod tests {
         ] {
             let v = verdict(kind, Persistence::NotPersisted);
             assert_eq!(v.retry_after(), None, "{kind:?}");
-            assert!(!v.row.keep_record, "{kind:?}");
+            assert!(!v.row().keep_record, "{kind:?}");
         }
     }
 }

@@ -145,8 +145,7 @@ impl Pipeline {
                 let answer = StoredAnswer {
                     settlement: Settlement::Done,
                     status: 201,
-                    body: serde_json::to_string(&receipt.body())
-                        .expect("a persisted body always serializes"),
+                    body: receipt.body.clone(),
                     position: Some(receipt.position()),
                 };
                 // Kafka has the event: answer first, then record it.
@@ -209,7 +208,7 @@ impl Pipeline {
         let verdict = Verdict::of(&failure);
         let record_id = match keep {
             Keep::Reopen(record) => Some(self.reopen_failed(*record, &failure, &verdict).await.id),
-            Keep::NewRecord if verdict.row.keep_record => {
+            Keep::NewRecord if verdict.row().keep_record => {
                 self.keep_new(event, &failure, &verdict, *attempt).await
             }
             Keep::NewRecord => None,

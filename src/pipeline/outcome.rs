@@ -3,9 +3,9 @@
 //! Like vector's typed `KafkaResponse`, an [`Outcome`] carries what a caller needs to decide
 //! (the ack's partition and offset, the failure's classification and record) rather than a
 //! serialized answer. The only bytes kept are the ones the idempotency store must replay to
-//! later requests exactly as the first one got them ([`Outcome::Replayed`]); they are made from
-//! these types by [`Receipt::body`] and [`Failure::problem`], the same functions that render a
-//! fresh answer, so both are the same bytes.
+//! later requests exactly as the first one got them ([`Outcome::Replayed`]): a receipt carries its
+//! `201` body rendered once, and a failure's problem is made by [`Failure::problem`], the same
+//! function that renders a fresh answer, so both are the same bytes.
 
 use std::time::Duration;
 
@@ -53,22 +53,27 @@ pub(crate) enum Refusal {
 /// Kafka's acknowledgement of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Receipt {
-    pub(crate) topic: TopicName,
-    pub(crate) idempotency_key: IdempotencyKey,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
-    /// The record's timestamp, in milliseconds since the epoch.
-    pub(crate) timestamp_ms: i64,
+    /// The `201` body, rendered once: the client gets these bytes, and the idempotency store
+    /// keeps them for replays.
+    pub(crate) body: String,
 }
 
 impl Receipt {
     pub(crate) fn new(event: &Event, ack: Ack) -> Self {
-        Receipt {
-            topic: event.topic.clone(),
-            idempotency_key: event.idempotency_key.clone(),
+        let body = Persisted {
+            status: "persisted".to_owned(),
+            topic: event.topic.to_string(),
             partition: ack.partition,
             offset: ack.offset,
-            timestamp_ms: ack.timestamp_ms,
+            timestamp: super::rfc3339_from_ms(ack.timestamp_ms),
+            idempotency_key: event.idempotency_key.to_string(),
+        };
+        Receipt {
+            partition: ack.partition,
+            offset: ack.offset,
+            body: serde_json::to_string(&body).expect("a persisted body always serializes"),
         }
     }
 
@@ -76,18 +81,6 @@ impl Receipt {
         Position {
             partition: self.partition,
             offset: self.offset,
-        }
-    }
-
-    /// The `201` body.
-    pub(crate) fn body(&self) -> Persisted {
-        Persisted {
-            status: "persisted".to_owned(),
-            topic: self.topic.to_string(),
-            partition: self.partition,
-            offset: self.offset,
-            timestamp: super::rfc3339_from_ms(self.timestamp_ms),
-            idempotency_key: self.idempotency_key.to_string(),
         }
     }
 }
@@ -105,7 +98,7 @@ pub(crate) struct Failure {
 impl Failure {
     /// The problem document the client reads.
     pub(crate) fn problem(&self) -> Problem {
-        let mut problem = Problem::new(self.verdict.row.code, self.verdict.detail());
+        let mut problem = Problem::new(self.verdict.row().code, self.verdict.detail());
         problem.persistence = Some(self.verdict.persistence.as_str().to_owned());
         problem.topic = Some(self.topic.to_string());
         problem.idempotency_key = Some(self.idempotency_key.to_string());
@@ -123,7 +116,7 @@ impl Failure {
     }
 
     pub(crate) fn status(&self) -> u16 {
-        self.verdict.row.code.status()
+        self.verdict.row().code.status()
     }
 
     pub(crate) fn retry_after(&self) -> Option<Duration> {

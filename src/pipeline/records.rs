@@ -25,7 +25,7 @@ impl Pipeline {
             event: StoredEvent::from(event),
             error: failure_error(failure),
             persistence: verdict.persistence.as_str().to_owned(),
-            http_status: verdict.row.code.status(),
+            http_status: verdict.row().code.status(),
             attempts: attempt,
             updated_at: now_rfc3339(),
             resolution: None,
@@ -72,7 +72,7 @@ impl Pipeline {
             state: FailureState::Open,
             error: failure_error(failure),
             persistence: verdict.persistence.as_str().to_owned(),
-            http_status: verdict.row.code.status(),
+            http_status: verdict.row().code.status(),
             attempts: retried.attempts + 1,
             updated_at: now_rfc3339(),
             ..retried
