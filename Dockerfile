@@ -13,7 +13,9 @@ ARG DEBIAN_RELEASE=bookworm
 
 # ---------------------------------------------------------------------------------------------
 # Builder. rust:<version>-bookworm already has what rdkafka's bundled librdkafka build needs
-# (gcc, make, perl, python3, pkg-config) and zlib1g-dev for libz-sys, so no apt step here.
+# (gcc, make, perl, python3, pkg-config), zlib1g-dev for libz-sys and libssl-dev for TLS to
+# Kafka and Redis (librdkafka and the Redis client both link the system's OpenSSL), so no apt
+# step here.
 # ---------------------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
@@ -35,9 +37,11 @@ RUN --mount=type=cache,id=ackgate-cargo-registry,target=/usr/local/cargo/registr
     && install -D -m 0755 target/release/ackgate /out/ackgate
 
 # ---------------------------------------------------------------------------------------------
-# Runtime. The binary links libc, libgcc_s, libm and zlib (libz.so.1), all of which
-# debian:bookworm-slim ships; ca-certificates for TLS to Kafka/Redis (SASL_SSL, rediss://),
-# curl for the HEALTHCHECK (the binary has no health subcommand).
+# Runtime. The binary links libc, libgcc_s, libm and zlib (libz.so.1), which
+# debian:bookworm-slim ships, and OpenSSL 3 (libssl.so.3, libcrypto.so.3), installed here;
+# ca-certificates is the trust store for TLS to managed Kafka and Redis (SSL, SASL_SSL,
+# rediss://) when no CA file is given; curl for the HEALTHCHECK (the binary has no health
+# subcommand).
 # ---------------------------------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 
@@ -45,7 +49,7 @@ FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # every point release; the versions are those of the base image's Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/*
 
 # Non-root user. /var/lib/ackgate is its working directory and the only writable place: the

@@ -35,6 +35,18 @@ cargo --version
 cargo fmt --version
 cargo clippy --version
 
+# The TLS build links the system's OpenSSL; the TLS tests make a CA with openssl and put
+# stunnel in front of the test broker.
+step "ensure OpenSSL headers, openssl and stunnel (TLS build and tests)"
+tls_missing=()
+pkg-config --exists openssl 2>/dev/null || tls_missing+=(libssl-dev pkg-config)
+command -v openssl >/dev/null 2>&1 || tls_missing+=(openssl)
+command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || tls_missing+=(stunnel4)
+if ((${#tls_missing[@]})); then
+    echo "installing: ${tls_missing[*]}"
+    apt_install "${tls_missing[@]}" || die "could not install ${tls_missing[*]} (Debian packages)"
+fi
+
 step "ensure Redis on 127.0.0.1:6379"
 bash scripts/redis.sh
 

@@ -14,6 +14,8 @@
 //!   of every Kafka outcome.
 //! - [`failures`]: failure records, the events Kafka did not acknowledge, kept for an operator.
 //! - [`event`] and [`contract`]: the domain types parsed at the edge, and the response bodies.
+//! - [`redis_link`]: the Redis connection (TLS, client certificates) and how its errors are
+//!   described without secrets.
 //! - [`server`]: the accept loop with connection caps and header timeouts, and draining.
 //! - [`settings`], [`telemetry`], [`dev`]: configuration, logs and metrics, and the
 //!   self-contained `ackgate dev` mode.
@@ -31,6 +33,7 @@ pub mod http;
 pub mod idempotency;
 mod pipeline;
 pub mod publisher;
+pub mod redis_link;
 mod server;
 pub mod settings;
 pub mod telemetry;
@@ -43,7 +46,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
@@ -57,10 +59,23 @@ use crate::settings::Settings;
 /// Where idempotency and failure records are kept.
 #[derive(Debug, Clone)]
 pub enum Backend {
-    /// A Redis server shared by every gateway replica.
-    Redis { url: String },
+    /// A Redis server shared by every gateway replica, over TLS for `rediss://` URLs.
+    Redis {
+        url: String,
+        tls: redis_link::RedisTls,
+    },
     /// Process memory: nothing survives a restart (`ackgate dev`).
     Memory,
+}
+
+impl Backend {
+    /// Redis at `url`, with the system's trust store for `rediss://`.
+    pub fn redis(url: impl Into<String>) -> Self {
+        Backend::Redis {
+            url: url.into(),
+            tls: redis_link::RedisTls::default(),
+        }
+    }
 }
 
 /// Everything needed to build the application.
@@ -101,8 +116,8 @@ impl Application {
             ttl: settings.idempotency_ttl(),
         };
         let (store, failures): (Arc<dyn IdempotencyStore>, Arc<dyn FailureStore>) = match backend {
-            Backend::Redis { url } => {
-                let conn = redis_connection(&url, settings.redis_timeout())?;
+            Backend::Redis { url, tls } => {
+                let conn = redis_link::connect(&url, &tls, settings.redis_timeout())?;
                 (
                     Arc::new(RedisStore::new(
                         conn.clone(),
@@ -271,36 +286,11 @@ async fn warn_about_store(pipeline: &Pipeline) {
             }
         }
         Ok(Err(error)) => tracing::warn!(
-            error = &error as &dyn std::error::Error,
+            reason = error.reason(),
             "Redis is not reachable yet; requests get 503 until it is"
         ),
         Err(_) => {
             tracing::warn!("Redis did not answer at start-up; requests get 503 until it does")
         }
     }
-}
-
-/// One connection manager for the whole process: it multiplexes concurrent commands on one
-/// connection and reconnects in the background. It connects lazily, so a Redis that is down at
-/// start-up does not stop the gateway.
-pub(crate) fn redis_connection(url: &str, timeout: Duration) -> anyhow::Result<ConnectionManager> {
-    // The URL may hold a password: never echo it.
-    let client = redis::Client::open(url).map_err(|_| {
-        anyhow::anyhow!(
-            "invalid --redis-url (expected redis://[user:password@]host[:port][/db] or rediss://…)"
-        )
-    })?;
-    ConnectionManager::new_lazy_with_config(client, redis_connection_config(timeout))
-        .context("could not set up the Redis connection")
-}
-
-/// How the gateway's Redis connection times out and reconnects (the benchmark's raw-Redis
-/// phase uses the same).
-#[doc(hidden)]
-pub fn redis_connection_config(timeout: Duration) -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(1))
 }

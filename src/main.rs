@@ -64,6 +64,9 @@ struct ServeArgs {
     redis_url: String,
 
     #[command(flatten)]
+    redis_tls: ackgate::redis_link::RedisTls,
+
+    #[command(flatten)]
     settings: Settings,
 }
 
@@ -123,6 +126,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         kafka_brokers: args.kafka_brokers,
         backend: Backend::Redis {
             url: args.redis_url,
+            tls: args.redis_tls,
         },
     })
     .await?;

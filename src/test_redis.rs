@@ -19,7 +19,8 @@ impl Scratch {
         let url = std::env::var("ACKGATE_TEST_REDIS_URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         Scratch {
-            conn: crate::redis_connection(&url, Duration::from_secs(5)).unwrap(),
+            conn: crate::redis_link::connect(&url, &Default::default(), Duration::from_secs(5))
+                .unwrap(),
             prefix: format!("ackgate-test:{}", ulid::Ulid::new()),
         }
     }

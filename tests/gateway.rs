@@ -261,7 +261,7 @@ async fn with_redis_down_nothing_is_published_and_service_resumes_when_it_is_bac
     let app = TestApp::spawn(
         test_settings(),
         &kafka_brokers(),
-        Backend::Redis { url: redis.url() },
+        Backend::redis(redis.url()),
     )
     .await;
     let topic = topic().await;

@@ -363,12 +363,7 @@ async fn a_failure_record_survives_redis_being_down_via_the_spool() {
         failure_spool_path: spool.clone(),
         ..short_delivery()
     };
-    let app = TestApp::spawn(
-        settings,
-        &kafka.brokers(),
-        Backend::Redis { url: redis.url() },
-    )
-    .await;
+    let app = TestApp::spawn(settings, &kafka.brokers(), Backend::redis(redis.url())).await;
     kafka.warm_up(&app).await;
 
     kafka.all_down();
@@ -568,8 +563,7 @@ struct Application {
 impl Application {
     async fn build_for(brokers: &str, settings: Settings) -> Application {
         let (app, publisher) =
-            TestApp::spawn_with_publisher(settings, brokers, Backend::Redis { url: redis_url() })
-                .await;
+            TestApp::spawn_with_publisher(settings, brokers, Backend::redis(redis_url())).await;
         Application { app, publisher }
     }
 }

@@ -38,7 +38,7 @@ async fn a_reply_lost_after_the_append_is_resent_and_kept_to_one_record() {
         kafka_properties: vec![("socket.timeout.ms".into(), "1000".into())],
         ..test_settings()
     };
-    let app = TestApp::spawn(settings, &brokers, Backend::Redis { url: redis_url() }).await;
+    let app = TestApp::spawn(settings, &brokers, Backend::redis(redis_url())).await;
     let warm = app.post_event(&topic, &unique("warm-up"), "{}").await;
     assert_eq!(warm.status, 201, "{}", warm.body);
 
@@ -97,12 +97,9 @@ async fn requests_waiting_when_the_producer_is_rebuilt_each_get_what_kafka_said(
         delivery_timeout_ms: 3_000,
         ..test_settings()
     };
-    let (app, faults) = TestApp::spawn_with_publisher(
-        settings,
-        &kafka.brokers(),
-        Backend::Redis { url: redis_url() },
-    )
-    .await;
+    let (app, faults) =
+        TestApp::spawn_with_publisher(settings, &kafka.brokers(), Backend::redis(redis_url()))
+            .await;
     kafka.warm_up(&app).await;
     // Where each record key goes (the partitioner is deterministic).
     let mut partition_of = Vec::new();

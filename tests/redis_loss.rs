@@ -30,7 +30,7 @@ async fn setup(redis: OwnRedis) -> Setup {
     let app = TestApp::spawn(
         test_settings(),
         &kafka.brokers(),
-        Backend::Redis { url: redis.url() },
+        Backend::redis(redis.url()),
     )
     .await;
     kafka.warm_up(&app).await;

@@ -22,7 +22,7 @@ async fn readyz_warns_when_redis_may_evict_idempotency_records() {
         let app = TestApp::spawn(
             test_settings(),
             &kafka.brokers(),
-            Backend::Redis { url: redis.url() },
+            Backend::redis(redis.url()),
         )
         .await;
 

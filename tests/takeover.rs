@@ -75,12 +75,7 @@ async fn a_key_left_by_a_crashed_gateway_is_taken_over_after_its_lease() {
         redis_key_prefix: prefix.clone(),
         ..test_settings()
     };
-    let app = TestApp::spawn(
-        settings,
-        &kafka.brokers(),
-        Backend::Redis { url: redis.clone() },
-    )
-    .await;
+    let app = TestApp::spawn(settings, &kafka.brokers(), Backend::redis(redis.clone())).await;
     kafka.wait_until_publishing(&app).await;
     assert!(
         redis_now_ms(&redis).await < lease_until,

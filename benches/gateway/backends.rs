@@ -16,7 +16,7 @@ use crate::cli::gateway_settings;
 /// use for a Redis it cannot reach.
 pub(crate) async fn redis_connection(url: &str) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(url).context("invalid Redis URL")?;
-    let config = ackgate::redis_connection_config(gateway_settings().redis_timeout());
+    let config = ackgate::redis_link::connection_config(gateway_settings().redis_timeout());
     ConnectionManager::new_with_config(client, config)
         .await
         .context("connecting to Redis")

@@ -66,6 +66,7 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
     let Dependencies {
         store: redis,
         kafka,
+        kafka_reason,
         producer_fatal,
     } = state.pipeline.readiness(CHECK_TIMEOUT).await;
     let mut warnings = Vec::new();
@@ -74,13 +75,16 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
             warnings.extend(health.warnings);
             ok()
         }
-        Ok(Err(error)) => failed(format!("Redis: {error}")),
+        Ok(Err(error)) => failed(format!("Redis: {}", error.reason())),
         Err(_) => failed("Redis did not answer in time".to_owned()),
     };
     let kafka = match kafka {
         Ok(Ok(brokers)) if brokers > 0 => ok(),
         Ok(Ok(_)) => failed("Kafka metadata lists no brokers".to_owned()),
-        Ok(Err(_)) | Err(_) => failed("Kafka metadata could not be read".to_owned()),
+        Ok(Err(_)) | Err(_) => failed(match kafka_reason {
+            Some(reason) => format!("Kafka metadata could not be read: {reason}"),
+            None => "Kafka metadata could not be read".to_owned(),
+        }),
     };
     if producer_fatal {
         warnings.push("the Kafka producer hit a fatal error".to_owned());

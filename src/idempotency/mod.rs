@@ -143,6 +143,17 @@ pub(crate) enum StoreError {
     Protocol(String),
 }
 
+impl StoreError {
+    /// What went wrong, for `/readyz` and start-up logs: the cause (refused, TLS verification,
+    /// authentication), never the URL or a password.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            StoreError::Unavailable(error) => crate::redis_link::describe(error),
+            StoreError::Protocol(_) => self.to_string(),
+        }
+    }
+}
+
 /// What `/readyz` learns from the store.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StoreHealth {

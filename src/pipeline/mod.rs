@@ -84,6 +84,8 @@ pub(crate) struct Readiness {
     pub(crate) store: Result<Result<StoreHealth, StoreError>, Elapsed>,
     /// How many brokers Kafka metadata lists.
     pub(crate) kafka: Result<Result<usize, KafkaError>, Elapsed>,
+    /// librdkafka's latest client error, which says why metadata could not be read.
+    pub(crate) kafka_reason: Option<String>,
     /// The producer hit a fatal error and is not rebuilt yet.
     pub(crate) producer_fatal: bool,
 }
@@ -176,6 +178,7 @@ impl Pipeline {
         Readiness {
             store,
             kafka,
+            kafka_reason: self.publisher.recent_client_error(),
             producer_fatal: self.publisher.is_fatal(),
         }
     }

@@ -41,11 +41,24 @@ pub(super) struct DeliveryContext {
     fatal: Arc<AtomicBool>,
     /// When each distinct client error was last logged.
     logged: Arc<Mutex<HashMap<String, Instant>>>,
+    /// The latest client error and when it came, for `/readyz` to say why Kafka is unreachable
+    /// (a refused certificate, failed SASL authentication, brokers down).
+    latest: Arc<Mutex<Option<(String, Instant)>>>,
 }
 
 impl DeliveryContext {
     pub(super) fn is_fatal(&self) -> bool {
         self.fatal.load(Ordering::Acquire)
+    }
+
+    /// The latest client error if it came within `within`: librdkafka's reason, which names
+    /// the broker and the cause but never a credential.
+    pub(super) fn recent_error(&self, within: Duration) -> Option<String> {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        latest
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < within)
+            .map(|(reason, _)| reason.clone())
     }
 }
 
@@ -70,6 +83,15 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        {
+            // "All brokers are down" follows the error that says why (a refused certificate,
+            // a failed authentication): it must not hide that one.
+            let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+            let consequence = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+            if !consequence || latest.is_none() {
+                *latest = Some((reason.to_owned(), Instant::now()));
+            }
+        }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
             self.fatal.store(true, Ordering::Release);
             tracing::error!(%error, reason, "the Kafka producer hit a fatal error");

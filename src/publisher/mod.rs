@@ -246,6 +246,15 @@ impl Publisher {
         Ok(metadata.brokers().len())
     }
 
+    /// Why the producer cannot reach Kafka, from librdkafka's latest client error of the last
+    /// minute: "SSL handshake failed: certificate verify failed", "SASL authentication error".
+    pub(crate) fn recent_client_error(&self) -> Option<String> {
+        self.producer
+            .load()
+            .context()
+            .recent_error(Duration::from_secs(60))
+    }
+
     /// Whether the current producer hit a fatal error and can no longer produce.
     ///
     /// Asks librdkafka directly: the error callback that also reports it arrives later, on the

@@ -68,12 +68,7 @@ impl MockKafka {
 
     /// An app against this cluster and the shared test Redis.
     pub async fn spawn(&self, settings: Settings) -> TestApp {
-        TestApp::spawn(
-            settings,
-            &self.brokers(),
-            Backend::Redis { url: redis_url() },
-        )
-        .await
+        TestApp::spawn(settings, &self.brokers(), Backend::redis(redis_url())).await
     }
 
     /// Publishes events with many record keys, so that metadata is cached, the producer has

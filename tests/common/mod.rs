@@ -9,6 +9,7 @@ pub mod faults;
 pub mod mock;
 pub mod process;
 mod routes;
+pub mod tls;
 
 // Not every test target names them.
 #[allow(unused_imports)]
@@ -61,10 +62,19 @@ pub fn test_settings() -> Settings {
 }
 
 pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
+    create_topic_via(kafka_client(brokers), name, partitions).await;
+}
+
+/// A client configuration for `brokers`, to which a test may add properties (TLS).
+pub fn kafka_client(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
+}
+
+/// [`create_topic`] through a client configured by the caller.
+pub async fn create_topic_via(client: ClientConfig, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client.create().expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let results = admin
         .create_topics([&topic], &AdminOptions::new())
@@ -128,12 +138,7 @@ impl TestApp {
 
     /// An app against the test broker and the shared test Redis.
     pub async fn spawn_default(settings: Settings) -> TestApp {
-        Self::spawn(
-            settings,
-            &kafka_brokers(),
-            Backend::Redis { url: redis_url() },
-        )
-        .await
+        Self::spawn(settings, &kafka_brokers(), Backend::redis(redis_url())).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -257,7 +262,21 @@ pub fn consume_to_end_within(
     partitions: i32,
     deadline: Duration,
 ) -> Vec<Record> {
-    let reading = read_topic(brokers, topic, partitions, usize::MAX, deadline);
+    consume_to_end_via(kafka_client(brokers), topic, partitions, deadline)
+}
+
+/// [`consume_to_end_within`] through a client configured by the caller.
+pub fn consume_to_end_via(
+    client: ClientConfig,
+    topic: &str,
+    partitions: i32,
+    deadline: Duration,
+) -> Vec<Record> {
+    let brokers = client
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .to_owned();
+    let reading = read_topic(client.clone(), topic, partitions, usize::MAX, deadline);
     let not_at_end: Vec<i32> = (0..partitions)
         .filter(|p| reading.at_end.get(p) != Some(&true))
         .collect();
@@ -268,7 +287,7 @@ pub fn consume_to_end_within(
          on a read that did not finish",
         reading.records.len()
     );
-    let described = topic_partitions(brokers, topic);
+    let described = topic_partitions(&client, topic);
     assert_eq!(
         described, partitions,
         "{topic} has {described} partitions, the test reads {partitions}: records in the others \
@@ -278,11 +297,8 @@ pub fn consume_to_end_within(
 }
 
 /// How many partitions the broker says `topic` has.
-fn topic_partitions(brokers: &str, topic: &str) -> i32 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("consumer");
+fn topic_partitions(client: &ClientConfig, topic: &str) -> i32 {
+    let consumer: BaseConsumer = client.create().expect("consumer");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
@@ -309,14 +325,13 @@ struct Reading {
 /// Reads `topic` from the beginning until every partition is at its end and the topic was
 /// quiet for a moment, or `at_least` records were read and it was quiet, or the deadline.
 fn read_topic(
-    brokers: &str,
+    mut client: ClientConfig,
     topic: &str,
     partitions: i32,
     at_least: usize,
     deadline: Duration,
 ) -> Reading {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = client
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")

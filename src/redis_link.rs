@@ -1,0 +1,241 @@
+//! The connection to Redis: the URL, TLS (`rediss://`) with the operator's CA and client
+//! certificate, and how the one shared connection times out and reconnects.
+//!
+//! Redis errors shown to operators (`/readyz`, logs) go through [`describe`], which names the
+//! cause (refused, TLS handshake, authentication) and never the URL, so a password in it is
+//! never printed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ClientTlsConfig, ErrorKind, RedisError, TlsCertificates};
+
+/// TLS files for `rediss://` URLs. Without a CA file the system's trust store is used.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RedisTls {
+    /// PEM file with the CA certificate(s) that signed the Redis server's certificate
+    /// (`rediss://` only). Without it, the system's trust store is used.
+    #[arg(long, env = "ACKGATE_REDIS_TLS_CA_FILE", value_name = "PEM")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for Redis servers that require one (`tls-auth-clients yes`).
+    /// Needs --redis-tls-key-file.
+    #[arg(
+        long,
+        env = "ACKGATE_REDIS_TLS_CERT_FILE",
+        value_name = "PEM",
+        requires = "redis_tls_key_file"
+    )]
+    pub redis_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, "BEGIN PRIVATE KEY") of the client certificate.
+    #[arg(
+        long,
+        env = "ACKGATE_REDIS_TLS_KEY_FILE",
+        value_name = "PEM",
+        requires = "redis_tls_cert_file"
+    )]
+    pub redis_tls_key_file: Option<PathBuf>,
+}
+
+impl RedisTls {
+    fn is_set(&self) -> bool {
+        self.redis_tls_ca_file.is_some()
+            || self.redis_tls_cert_file.is_some()
+            || self.redis_tls_key_file.is_some()
+    }
+
+    /// Reads the files, naming the flag and the path of the one that cannot be read.
+    fn certificates(&self) -> anyhow::Result<TlsCertificates> {
+        let root_cert = self
+            .redis_tls_ca_file
+            .as_deref()
+            .map(|path| read_pem("--redis-tls-ca-file", path))
+            .transpose()?;
+        let client_tls = match (&self.redis_tls_cert_file, &self.redis_tls_key_file) {
+            (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                client_cert: read_pem("--redis-tls-cert-file", cert)?,
+                client_key: read_pem("--redis-tls-key-file", key)?,
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "--redis-tls-cert-file and --redis-tls-key-file must be given together"
+            ),
+        };
+        Ok(TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    }
+}
+
+fn read_pem(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))?;
+    if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        anyhow::bail!("{flag}: {} is not a PEM file", path.display());
+    }
+    Ok(pem)
+}
+
+/// One connection manager for the whole process: it multiplexes concurrent commands on one
+/// connection and reconnects in the background. It connects lazily, so a Redis that is down at
+/// start-up does not stop the gateway (`/readyz` says why it is not ready).
+pub(crate) fn connect(
+    url: &str,
+    tls: &RedisTls,
+    timeout: Duration,
+) -> anyhow::Result<ConnectionManager> {
+    let client = client(url, tls)?;
+    ConnectionManager::new_lazy_with_config(client, connection_config(timeout))
+        .context("could not set up the Redis connection")
+}
+
+/// The client for `url`; with `rediss://` and TLS files, one that trusts the given CA and
+/// presents the given client certificate.
+pub(crate) fn client(url: &str, tls: &RedisTls) -> anyhow::Result<redis::Client> {
+    // The URL may hold a password: never echo it.
+    let invalid = || {
+        anyhow::anyhow!(
+            "invalid --redis-url (expected redis://[user:password@]host[:port][/db] or rediss://…)"
+        )
+    };
+    let is_tls = url.starts_with("rediss://");
+    if !tls.is_set() {
+        return redis::Client::open(url).map_err(|_| invalid());
+    }
+    if !is_tls {
+        anyhow::bail!(
+            "--redis-tls-* files were given, but --redis-url does not start with rediss://"
+        );
+    }
+    let certificates = tls.certificates()?;
+    redis::Client::build_with_tls(url, certificates).map_err(|error| match error.kind() {
+        ErrorKind::InvalidClientConfig if error.to_string().contains("rediss") => invalid(),
+        // A key that is not PKCS#8, or a certificate OpenSSL cannot parse.
+        _ => anyhow::anyhow!(
+            "the Redis TLS files cannot be used: {}",
+            describe_tls_setup(&error)
+        ),
+    })
+}
+
+/// How the gateway's Redis connection times out and reconnects (the benchmark's raw-Redis
+/// phase uses the same).
+#[doc(hidden)]
+pub fn connection_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1))
+}
+
+fn describe_tls_setup(error: &RedisError) -> String {
+    // Parsing errors of native-tls name the failing OpenSSL routine, never file contents.
+    error
+        .detail()
+        .map_or_else(|| error.to_string(), str::to_owned)
+}
+
+/// Why Redis could not be used, in words fit for `/readyz` and logs: the kind of failure and
+/// the cause below it (a refused connection, a TLS verification failure, a refused password),
+/// never the URL.
+pub(crate) fn describe(error: &RedisError) -> String {
+    let what = match error.kind() {
+        ErrorKind::AuthenticationFailed => {
+            return "authentication failed: check the user and password in --redis-url (or \
+                    the ACL user's permissions)"
+                .to_owned();
+        }
+        ErrorKind::Io if error.is_timeout() => "timed out",
+        ErrorKind::Io if error.is_connection_refusal() => "connection refused",
+        ErrorKind::Io => "connection failed",
+        _ => "error",
+    };
+    let cause = std::iter::successors(std::error::Error::source(error), |e| e.source())
+        .last()
+        .map(ToString::to_string)
+        .or_else(|| error.detail().map(str::to_owned));
+    let cause = cause
+        .filter(|cause| !cause.is_empty())
+        .unwrap_or_else(|| error.to_string());
+    // OpenSSL's reasons ("certificate verify failed", "wrong version number") say the TLS
+    // handshake failed; name it, so the operator looks at the CA file and the URL's scheme.
+    if cause.contains("SSL routines") || cause.contains("certificate") {
+        return format!("TLS handshake failed: {cause}");
+    }
+    format!("{what}: {cause}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> RedisTls {
+        RedisTls {
+            redis_tls_ca_file: ca.map(PathBuf::from),
+            redis_tls_cert_file: cert.map(PathBuf::from),
+            redis_tls_key_file: key.map(PathBuf::from),
+        }
+    }
+
+    fn error_of(url: &str, tls: &RedisTls) -> String {
+        format!("{:#}", client(url, tls).expect_err("refused"))
+    }
+
+    #[test]
+    fn plain_and_tls_urls_without_files_are_accepted() {
+        assert!(client("redis://u:p@127.0.0.1:6379/0", &RedisTls::default()).is_ok());
+        assert!(client("rediss://u:p@redis.example:6380", &RedisTls::default()).is_ok());
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_echoing_it() {
+        let error = error_of("nonsense://user:hunter2@host", &RedisTls::default());
+        assert!(error.contains("invalid --redis-url"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn tls_files_need_a_rediss_url() {
+        let pem = std::env::temp_dir().join(format!("ackgate-ca-{}.pem", std::process::id()));
+        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let error = error_of("redis://127.0.0.1:6379", &tls(pem.to_str(), None, None));
+        assert!(error.contains("rediss://"), "{error}");
+        std::fs::remove_file(pem).unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_or_non_pem_file_is_named_with_its_flag() {
+        let error = error_of(
+            "rediss://:hunter2@127.0.0.1:6380",
+            &tls(Some("/nonexistent/ca.pem"), None, None),
+        );
+        assert!(error.contains("--redis-tls-ca-file"), "{error}");
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+
+        let not_pem = std::env::temp_dir().join(format!("ackgate-key-{}.txt", std::process::id()));
+        std::fs::write(&not_pem, "just text").unwrap();
+        let error = error_of(
+            "rediss://127.0.0.1:6380",
+            &tls(None, not_pem.to_str(), not_pem.to_str()),
+        );
+        assert!(error.contains("--redis-tls-cert-file"), "{error}");
+        assert!(error.contains("not a PEM file"), "{error}");
+        std::fs::remove_file(not_pem).unwrap();
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        let error = error_of(
+            "rediss://127.0.0.1:6380",
+            &tls(None, Some("/tmp/cert.pem"), None),
+        );
+        assert!(error.contains("must be given together"), "{error}");
+    }
+}
