@@ -64,6 +64,18 @@ fn a_bad_setting_stops_start_up_with_one_clear_line() {
             &[],
             "no.such.property",
         ),
+        // A grace period a delivery cannot finish in: both flags and the least allowed.
+        (
+            &["--shutdown-grace-ms", "30000"],
+            &[],
+            "--shutdown-grace-ms (30000) must be at least --delivery-timeout-ms (30000) plus \
+             5000 ms, i.e. 35000",
+        ),
+        (
+            &["--failure-retrying-timeout-secs", "30"],
+            &[],
+            "--failure-retrying-timeout-secs (30)",
+        ),
     ];
     for (args, env, mentions) in cases {
         let output = ackgate()
