@@ -129,7 +129,7 @@ impl Application {
             })?,
         );
         let tasks = TaskTracker::new();
-        let spool = Spool::new(&settings.failure_spool_path);
+        let spool = Spool::open(&settings.failure_spool_path).map_err(anyhow::Error::new)?;
         let (dead_letters, dead_letter_queue) = if settings.dead_letter_topics {
             let (queue, ids) = DeadLetters::new();
             (Some(queue), Some(ids))
@@ -211,7 +211,7 @@ impl Application {
                 }
             })
         };
-        let maintenance = tokio::spawn(failures::maintain(failures, spool));
+        let maintenance = tokio::spawn(failures::maintain(failures, spool.clone()));
         let mirroring = dead_letter_queue
             .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
         let grace = settings.shutdown_grace();
@@ -255,9 +255,13 @@ impl Application {
         }
         maintenance.abort();
         upkeep.abort();
+        let _ = maintenance.await;
         if let Some(mirroring) = mirroring {
             mirroring.abort();
+            let _ = mirroring.await;
         }
+        // Another process may take the spool now; a delivery task still running writes no more.
+        spool.close().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -432,7 +432,7 @@ async fn stats_count_open_records_and_the_oldest(store: &dyn FailureStore) {
 
 async fn the_spool_imports_into_the_store_once(store: &dyn FailureStore) {
     let path = std::env::temp_dir().join(format!("ackgate-contract-{}.spool", Ulid::new()));
-    let spool = Spool::new(&path);
+    let spool = Spool::open(&path).expect("a spool of its own");
     let [a, b, c] = ids().map(|id| record(id, "orders", FailureState::Open));
     spool.append(&a).await.unwrap();
     spool.append(&b).await.unwrap();
