@@ -211,7 +211,11 @@ impl Application {
                 }
             })
         };
-        let maintenance = tokio::spawn(failures::maintain(failures, spool.clone()));
+        let maintenance = tokio::spawn(failures::maintain(
+            failures,
+            spool.clone(),
+            settings.failure_retrying_timeout(),
+        ));
         let mirroring = dead_letter_queue
             .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
         let grace = settings.shutdown_grace();
