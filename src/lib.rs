@@ -144,6 +144,7 @@ impl Application {
             tasks: tasks.clone(),
             wait_timeout: settings.wait_timeout(),
             dead_letters,
+            unfinished: Default::default(),
         });
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -232,6 +233,7 @@ impl Application {
             header_read_timeout: settings.header_read_timeout(),
             max_header_bytes: settings.max_header_bytes,
         };
+        let pipeline = state.pipeline.clone();
         let drained = server::serve(listener, http::router(state), limits, signal, grace).await;
         if !drained {
             tracing::warn!(
@@ -248,9 +250,13 @@ impl Application {
             .saturating_sub(since_signal)
             .max(Duration::from_secs(1));
         if tokio::time::timeout(remaining, tasks.wait()).await.is_err() {
+            // Settings::validate makes the grace outlast a delivery; what is left now is stuck
+            // (a stalled Redis, a report that never came). Keep each before the process ends.
+            let unfinished = pipeline.keep_unfinished().await;
             tracing::warn!(
-                open = tasks.len(),
-                "deliveries still waiting for Kafka at exit"
+                unfinished,
+                "deliveries unfinished when the grace period ended; each is kept as a failure \
+                 record (possibly persisted), in Redis or the spool"
             );
         }
         let in_flight = publisher.in_flight_count();

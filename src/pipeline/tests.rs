@@ -85,6 +85,7 @@ impl Harness {
             tasks: TaskTracker::new(),
             wait_timeout: options.wait_timeout,
             dead_letters: None,
+            unfinished: Default::default(),
         });
         Harness {
             cluster,
