@@ -78,10 +78,11 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null \"http://127.0.0.1:${ACKGATE_LISTEN##*:}/healthz\" || exit 1"]
 
 # On SIGTERM ackgate stops accepting connections, drains in-flight requests for up to
-# --shutdown-grace-ms (ACKGATE_SHUTDOWN_GRACE_MS, default 30000 ms), waits for every delivery
-# report and flushes the producer. Give it more than that before SIGKILL: Docker's default
-# `docker stop` timeout is 10 s, so use `docker stop -t 40`, compose `stop_grace_period: 40s`
-# (>= 35 s), Kubernetes `terminationGracePeriodSeconds: 40`.
+# --shutdown-grace-ms (ACKGATE_SHUTDOWN_GRACE_MS, default 35000 ms), waits for every delivery
+# report, keeps what is still unfinished as failure records and flushes the producer (up to
+# 5 s). Give it more than that before SIGKILL: Docker's default `docker stop` timeout is 10 s,
+# so use `docker stop -t 50`, compose `stop_grace_period: 50s` (>= 45 s), Kubernetes
+# `terminationGracePeriodSeconds: 50`.
 STOPSIGNAL SIGTERM
 
 ENTRYPOINT ["ackgate"]

@@ -66,7 +66,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-READY_SECS=60 start_dev_gateway "$ACKGATE_BIN" "$(free_port)" "$LOG"
+# Its spool (and the spool's lock file) in the output directory, not the working directory.
+READY_SECS=60 start_dev_gateway "$ACKGATE_BIN" "$(free_port)" "$LOG" \
+    --failure-spool-path "$OUT/ackgate-dev.spool"
 URL="$GATEWAY_URL"
 
 step "run the browser test (node --test tests/browser/docs.test.mjs)"

@@ -164,9 +164,10 @@ for name, svc in services.items():
 gateway = services.get("ackgate")
 if gateway is None:
     errors.append("services/ackgate: missing")
-elif seconds(gateway.get("stop_grace_period", "10s")) < 35:
-    errors.append("services/ackgate/stop_grace_period: must be >= 35s "
-                  "(ackgate drains for up to --shutdown-grace-ms = 30 s after SIGTERM)")
+elif seconds(gateway.get("stop_grace_period", "10s")) < 45:
+    errors.append("services/ackgate/stop_grace_period: must be >= 45s "
+                  "(ackgate drains for up to --shutdown-grace-ms = 35 s after SIGTERM, "
+                  "then keeps what is unfinished and flushes the producer)")
 
 for line in errors:
     print("  " + line)

@@ -76,7 +76,8 @@ main() {
 
     mkdir -p "$WORK_DIR"
     GATEWAY_LOG="$(mktemp "${TMPDIR:-/tmp}/ackgate-schemathesis-XXXXXX.log")"
-    start_dev_gateway "$bin" "$(free_port)" "$GATEWAY_LOG" --topic events:3
+    start_dev_gateway "$bin" "$(free_port)" "$GATEWAY_LOG" --topic events:3 \
+        --failure-spool-path "$WORK_DIR/dev-failures.spool"
     local base="$GATEWAY_URL"
 
     # `path.topic` pins every `{topic}` to the one topic `ackgate dev` has, so the POSTs reach

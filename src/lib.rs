@@ -144,7 +144,7 @@ impl Application {
             })?,
         );
         let tasks = TaskTracker::new();
-        let spool = Spool::new(&settings.failure_spool_path);
+        let spool = Spool::open(&settings.failure_spool_path).map_err(anyhow::Error::new)?;
         let (dead_letters, dead_letter_queue) = if settings.dead_letter_topics {
             let (queue, ids) = DeadLetters::new();
             (Some(queue), Some(ids))
@@ -159,6 +159,7 @@ impl Application {
             tasks: tasks.clone(),
             wait_timeout: settings.wait_timeout(),
             dead_letters,
+            unfinished: Default::default(),
         });
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -226,7 +227,11 @@ impl Application {
                 }
             })
         };
-        let maintenance = tokio::spawn(failures::maintain(failures, spool));
+        let maintenance = tokio::spawn(failures::maintain(
+            failures,
+            spool.clone(),
+            settings.failure_retrying_timeout(),
+        ));
         let mirroring = dead_letter_queue
             .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
         let grace = settings.shutdown_grace();
@@ -243,6 +248,7 @@ impl Application {
             header_read_timeout: settings.header_read_timeout(),
             max_header_bytes: settings.max_header_bytes,
         };
+        let pipeline = state.pipeline.clone();
         let drained = server::serve(listener, http::router(state), limits, signal, grace).await;
         if !drained {
             tracing::warn!(
@@ -259,9 +265,13 @@ impl Application {
             .saturating_sub(since_signal)
             .max(Duration::from_secs(1));
         if tokio::time::timeout(remaining, tasks.wait()).await.is_err() {
+            // Settings::validate makes the grace outlast a delivery; what is left now is stuck
+            // (a stalled Redis, a report that never came). Keep each before the process ends.
+            let unfinished = pipeline.keep_unfinished().await;
             tracing::warn!(
-                open = tasks.len(),
-                "deliveries still waiting for Kafka at exit"
+                unfinished,
+                "deliveries unfinished when the grace period ended; each is kept as a failure \
+                 record (possibly persisted), in Redis or the spool"
             );
         }
         let in_flight = publisher.in_flight_count();
@@ -270,9 +280,13 @@ impl Application {
         }
         maintenance.abort();
         upkeep.abort();
+        let _ = maintenance.await;
         if let Some(mirroring) = mirroring {
             mirroring.abort();
+            let _ = mirroring.await;
         }
+        // Another process may take the spool now; a delivery task still running writes no more.
+        spool.close().await;
         tracing::info!("stopped");
         Ok(())
     }

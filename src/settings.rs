@@ -23,6 +23,16 @@ pub const DEFAULT_FAILURE_SPOOL_PATH: &str = "ackgate-failures.spool";
 pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
 /// Largest accepted event body: 1 MiB (Kafka's default `message.max.bytes` is about the same).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// What the shutdown grace must leave beyond the delivery timeout: a delivery that started just
+/// before the signal gets its report within the delivery timeout, and then still has to claim,
+/// keep its failure record (Redis, else the spool) and settle its key.
+pub const SHUTDOWN_MARGIN_MS: u64 = 5_000;
+/// The delivery timeout's default plus the margin.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = DEFAULT_DELIVERY_TIMEOUT_MS + SHUTDOWN_MARGIN_MS;
+/// How long a failure record may stay `retrying` before it is taken for the leftover of a
+/// gateway that died mid-retry and put back to `open`: 5 minutes, far beyond a live retry
+/// (one delivery timeout and a few Redis round trips).
+pub const DEFAULT_FAILURE_RETRYING_TIMEOUT_SECS: u64 = 300;
 
 /// Which of ackgate's Kafka clients a `--kafka-property` is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,10 +174,19 @@ pub struct Settings {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8_192..=1_048_576))]
     pub max_header_bytes: usize,
 
-    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the producer is
-    /// flushed and the process exits.
-    #[arg(long, env = "ACKGATE_SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    /// On SIGTERM/SIGINT, how long in-flight requests and deliveries may take to finish before
+    /// the producer is flushed and the process exits. At least the delivery timeout plus 5000 ms;
+    /// a delivery still unfinished then is kept as a failure record (possibly persisted).
+    #[arg(long, env = "ACKGATE_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
+
+    /// How long a failure record may stay `retrying` (an operator's retry in progress) before it
+    /// is put back to `open`: a retry whose gateway died never finishes by itself. Must be longer
+    /// than the in-flight lease (the delivery timeout plus 10 s).
+    #[arg(long, env = "ACKGATE_FAILURE_RETRYING_TIMEOUT_SECS",
+          default_value_t = DEFAULT_FAILURE_RETRYING_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub failure_retrying_timeout_secs: u64,
 
     /// Log format.
     #[arg(long, env = "ACKGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -195,6 +214,23 @@ impl Settings {
                 "--idempotency-ttl-secs ({}) must be longer than the in-flight lease ({} ms, \
                  the delivery timeout plus a margin)",
                 self.idempotency_ttl_secs,
+                self.lease().as_millis()
+            ));
+        }
+        let least_grace = self.delivery_timeout_ms + SHUTDOWN_MARGIN_MS;
+        if self.shutdown_grace_ms < least_grace {
+            return Err(format!(
+                "--shutdown-grace-ms ({}) must be at least --delivery-timeout-ms ({}) plus \
+                 {SHUTDOWN_MARGIN_MS} ms, i.e. {least_grace}: a delivery started before the \
+                 signal must get its report before the process exits",
+                self.shutdown_grace_ms, self.delivery_timeout_ms
+            ));
+        }
+        if self.failure_retrying_timeout().as_millis() <= self.lease().as_millis() {
+            return Err(format!(
+                "--failure-retrying-timeout-secs ({}) must be longer than the in-flight lease \
+                 ({} ms, --delivery-timeout-ms plus 10 s), or a live retry could be reopened",
+                self.failure_retrying_timeout_secs,
                 self.lease().as_millis()
             ));
         }
@@ -240,6 +276,10 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn failure_retrying_timeout(&self) -> Duration {
+        Duration::from_secs(self.failure_retrying_timeout_secs)
     }
 }
 
@@ -358,6 +398,7 @@ mod tests {
             "--body-read-timeout-ms=100",
             "--max-header-bytes=8192",
             "--shutdown-grace-ms=1",
+            "--failure-retrying-timeout-secs=7",
             "--log-format=json",
             "--log-filter=debug",
         ])
@@ -429,5 +470,41 @@ mod tests {
         };
         assert!(settings.validate().is_err());
         assert!(Settings::defaults().validate().is_ok());
+    }
+
+    #[test]
+    fn the_grace_must_cover_a_delivery_and_the_margin() {
+        let settings = |grace, delivery| Settings {
+            shutdown_grace_ms: grace,
+            delivery_timeout_ms: delivery,
+            ..Settings::defaults()
+        };
+        let error = settings(30_000, 30_000).validate().unwrap_err();
+        for named in [
+            "--shutdown-grace-ms (30000)",
+            "--delivery-timeout-ms (30000)",
+            "35000",
+        ] {
+            assert!(error.contains(named), "{named}: {error}");
+        }
+        assert!(settings(10_999, 6_000).validate().is_err());
+        assert!(settings(11_000, 6_000).validate().is_ok());
+    }
+
+    #[test]
+    fn a_record_may_stay_retrying_longer_than_a_live_retry_takes() {
+        let settings = |timeout_secs, delivery_ms| Settings {
+            failure_retrying_timeout_secs: timeout_secs,
+            delivery_timeout_ms: delivery_ms,
+            shutdown_grace_ms: delivery_ms + SHUTDOWN_MARGIN_MS,
+            ..Settings::defaults()
+        };
+        let error = settings(40, 30_000).validate().unwrap_err();
+        assert!(
+            error.contains("--failure-retrying-timeout-secs (40)"),
+            "{error}"
+        );
+        assert!(settings(41, 30_000).validate().is_ok());
+        assert!(Settings::defaults().failure_retrying_timeout() > Settings::defaults().lease());
     }
 }

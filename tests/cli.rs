@@ -64,11 +64,26 @@ fn a_bad_setting_stops_start_up_with_one_clear_line() {
             &[],
             "no.such.property",
         ),
+        // A grace period a delivery cannot finish in: both flags and the least allowed.
+        (
+            &["--shutdown-grace-ms", "30000"],
+            &[],
+            "--shutdown-grace-ms (30000) must be at least --delivery-timeout-ms (30000) plus \
+             5000 ms, i.e. 35000",
+        ),
+        (
+            &["--failure-retrying-timeout-secs", "30"],
+            &[],
+            "--failure-retrying-timeout-secs (30)",
+        ),
     ];
     for (args, env, mentions) in cases {
+        let spool = std::env::temp_dir().join(format!("{}.spool", unique("cli")));
         let output = ackgate()
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
+            // Never the default in the working directory: its lock would outlive the test.
+            .args(["--failure-spool-path", &spool.display().to_string()])
             .args(*args)
             .envs(env.iter().copied())
             .output()
@@ -105,6 +120,7 @@ fn openapi_prints_the_document() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let topic = unique("cli");
+    let spool = std::env::temp_dir().join(format!("{topic}.spool"));
     create_topic(&kafka_brokers(), &topic, 1).await;
     let port = free_port();
     let mut child = ackgate()
@@ -113,6 +129,7 @@ async fn sigterm_drains_and_exits_zero() {
         .args(["--kafka-brokers", &kafka_brokers()])
         .args(["--redis-url", &redis_url()])
         .args(["--redis-key-prefix", &unique("cli")])
+        .args(["--failure-spool-path", &spool.display().to_string()])
         .args(["--log-format", "json"])
         // Request lines are DEBUG; this is how the README says to turn them on.
         .args(["--log-filter", "info,tower_http=debug"])

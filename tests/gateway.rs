@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use ackgate::Backend;
+use ackgate::settings::Settings;
 use common::*;
 
 const PARTITIONS: i32 = 3;
@@ -296,9 +297,14 @@ async fn with_redis_down_nothing_is_published_and_service_resumes_when_it_is_bac
 
 #[tokio::test]
 async fn two_gateways_sharing_redis_publish_50_concurrent_duplicates_once() {
+    // One Redis key prefix, as replicas share it; a spool each, as replicas must.
     let settings = test_settings();
     let a = TestApp::spawn_default(settings.clone()).await;
-    let b = TestApp::spawn_default(settings).await;
+    let b = TestApp::spawn_default(Settings {
+        failure_spool_path: test_settings().failure_spool_path,
+        ..settings
+    })
+    .await;
     let topic = topic().await;
 
     let mut requests = Vec::new();

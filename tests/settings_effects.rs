@@ -1,5 +1,5 @@
 //! Settings and deployment conditions whose effect is only visible end to end: a Redis that may
-//! evict keys shows up in `/readyz`, and `--auto-create-topics` decides whether a POST to an
+//! evict keys, or keeps nothing on disk, shows up in `/readyz`, and `--auto-create-topics` decides whether a POST to an
 //! unknown topic publishes or gets 404 with nothing stored.
 
 mod common;
@@ -17,8 +17,19 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 #[tokio::test]
 async fn readyz_warns_when_redis_may_evict_idempotency_records() {
     let kafka = MockKafka::start("ready");
+    let aof_dir = std::env::temp_dir().join(unique("aof"));
+    std::fs::create_dir_all(&aof_dir).unwrap();
+    let aof_dir = aof_dir.display().to_string();
     for (policy, warned) in [("allkeys-lru", true), ("noeviction", false)] {
-        let redis = RedisWith::start(&["--maxmemory-policy", policy]);
+        // With an append-only file, so that only the eviction policy can be warned about.
+        let redis = RedisWith::start(&[
+            "--maxmemory-policy",
+            policy,
+            "--appendonly",
+            "yes",
+            "--dir",
+            &aof_dir,
+        ]);
         let app = TestApp::spawn(
             test_settings(),
             &kafka.brokers(),
@@ -48,6 +59,53 @@ async fn readyz_warns_when_redis_may_evict_idempotency_records() {
         } else {
             assert!(warnings.is_empty(), "{policy}: {warnings:?}");
         }
+    }
+}
+
+#[tokio::test]
+async fn readyz_warns_when_redis_keeps_nothing_on_disk() {
+    let kafka = MockKafka::start("durable");
+    let dir = std::env::temp_dir().join(unique("redis-files"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.display().to_string();
+    let noeviction = ["--maxmemory-policy", "noeviction", "--dir", &dir];
+    // Flags beyond `--save "" --appendonly no` (nothing on disk), and the warning expected.
+    let cases: [(&[&str], Option<&str>); 4] = [
+        (&[], Some("keeps nothing on disk")),
+        (&["--appendonly", "yes"], None),
+        (&["--save", "3600 1"], None),
+        // Managed Redis often refuses CONFIG: then it is not known, and said so.
+        (&["--rename-command", "CONFIG", ""], Some("unknown")),
+    ];
+    for (flags, expected) in cases {
+        let redis = RedisWith::start(&[&noeviction[..], flags].concat());
+        let app = TestApp::spawn(
+            test_settings(),
+            &kafka.brokers(),
+            Backend::Redis { url: redis.url() },
+        )
+        .await;
+
+        let ready = app.readyz().await;
+
+        assert_eq!(ready.status, 200, "{flags:?}: {}", ready.body);
+        let body = ready.json();
+        assert_eq!(body["status"], "ready", "{flags:?}: {body}");
+        let about_disk: Vec<&str> = body["warnings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{flags:?}: warnings are listed: {body}"))
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .filter(|w| w.contains("on disk"))
+            .collect();
+        match expected {
+            Some(words) => assert!(
+                about_disk.len() == 1 && about_disk[0].contains(words),
+                "{flags:?}: {body}"
+            ),
+            None => assert!(about_disk.is_empty(), "{flags:?}: {body}"),
+        }
+        app.stop().await.unwrap();
     }
 }
 

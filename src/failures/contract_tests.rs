@@ -6,10 +6,11 @@
 //! `ACKGATE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), each under a key prefix of its
 //! own that is deleted at the end.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ulid::Ulid;
 
+use super::retrying::reopen_stale;
 use super::{
     DeadLetter, FailureError, FailureFilter, FailureRecord, FailureState, FailureStats,
     FailureStore, MemoryFailureStore, Payload, RedisFailureStore, Resolution, Spool, StoredEvent,
@@ -47,6 +48,7 @@ contract!(list_filters_by_topic_and_state);
 contract!(list_pages_oldest_first);
 contract!(stats_count_open_records_and_the_oldest);
 contract!(the_spool_imports_into_the_store_once);
+contract!(a_record_retrying_past_the_timeout_is_open_again);
 
 // ---------------------------------------------------------------------------------------------
 // The cases.
@@ -432,7 +434,7 @@ async fn stats_count_open_records_and_the_oldest(store: &dyn FailureStore) {
 
 async fn the_spool_imports_into_the_store_once(store: &dyn FailureStore) {
     let path = std::env::temp_dir().join(format!("ackgate-contract-{}.spool", Ulid::new()));
-    let spool = Spool::new(&path);
+    let spool = Spool::open(&path).expect("a spool of its own");
     let [a, b, c] = ids().map(|id| record(id, "orders", FailureState::Open));
     spool.append(&a).await.unwrap();
     spool.append(&b).await.unwrap();
@@ -452,6 +454,49 @@ async fn the_spool_imports_into_the_store_once(store: &dyn FailureStore) {
     assert_eq!(spool.len().await.unwrap(), 0);
     assert_eq!(list(store, None, None).await, vec![a, b, c]);
     assert!(!path.exists(), "an empty spool leaves no file");
+}
+
+async fn a_record_retrying_past_the_timeout_is_open_again(store: &dyn FailureStore) {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    let now = OffsetDateTime::parse("2026-01-01T12:00:00Z", &Rfc3339).unwrap();
+    let ago = |secs| (now - Duration::from_secs(secs)).format(&Rfc3339).unwrap();
+    let timeout = Duration::from_secs(300);
+    let [stale, live, open] = ids();
+    let stale = FailureRecord {
+        updated_at: ago(301),
+        ..record(stale, "orders", FailureState::Retrying)
+    };
+    let live = FailureRecord {
+        updated_at: ago(299),
+        ..record(live, "payments", FailureState::Retrying)
+    };
+    let open = FailureRecord {
+        updated_at: ago(3_600),
+        ..record(open, "orders", FailureState::Open)
+    };
+    for r in [&stale, &live, &open] {
+        store.insert(r).await.unwrap();
+    }
+
+    let reopened = reopen_stale(store, timeout, now).await.unwrap();
+
+    assert_eq!(reopened, vec![stale.id.clone()]);
+    let stale = FailureRecord {
+        state: FailureState::Open,
+        updated_at: now.format(&Rfc3339).unwrap(),
+        ..stale
+    };
+    assert_eq!(store.get(&stale.id).await.unwrap(), Some(stale.clone()));
+    assert_eq!(
+        list(store, None, Some(FailureState::Retrying)).await,
+        vec![live]
+    );
+    assert_eq!(
+        list(store, Some("orders"), Some(FailureState::Open)).await,
+        vec![stale, open]
+    );
+    assert!(reopen_stale(store, timeout, now).await.unwrap().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 mod contract_tests;
 mod memory;
 mod redis;
+mod retrying;
 mod spool;
 
 use async_trait::async_trait;
@@ -282,10 +283,15 @@ pub(crate) fn id_time_ms(id: &str) -> Option<u64> {
 /// How often the spool is imported and the gauges refreshed.
 const MAINTENANCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Runs forever: imports spooled records once the store answers, and keeps the gauges
+/// Runs forever: imports spooled records once the store answers, reopens records left
+/// `retrying` for longer than `retrying_timeout`, and keeps the gauges
 /// `ackgate_failure_records_open`, `ackgate_failure_records_oldest_open_age_seconds` and
 /// `ackgate_failure_spool_records` current. Every replica reports the same store-wide figures.
-pub(crate) async fn maintain(store: std::sync::Arc<dyn FailureStore>, spool: Spool) {
+pub(crate) async fn maintain(
+    store: std::sync::Arc<dyn FailureStore>,
+    spool: Spool,
+    retrying_timeout: std::time::Duration,
+) {
     let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -295,6 +301,7 @@ pub(crate) async fn maintain(store: std::sync::Arc<dyn FailureStore>, spool: Spo
             Ok(imported) => tracing::info!(imported, "imported spooled failure records"),
             Err(error) => tracing::error!(%error, "could not read the failure spool"),
         }
+        retrying::reopen_stale_now(store.as_ref(), retrying_timeout).await;
         if let Ok(waiting) = spool.len().await {
             metrics::gauge!("ackgate_failure_spool_records").set(waiting as f64);
         }

@@ -45,7 +45,7 @@ pub(crate) struct Readiness {
     status: &'static str,
     checks: Checks,
     /// Conditions that do not stop traffic but put the guarantee at risk, e.g. a Redis that may
-    /// evict idempotency records.
+    /// evict idempotency records, or keeps nothing on disk (a restart forgets every settled key).
     warnings: Vec<String>,
 }
 

@@ -25,6 +25,7 @@
 
 #[cfg(test)]
 mod contract_tests;
+mod durability;
 mod memory;
 mod redis;
 

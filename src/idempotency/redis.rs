@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
+use super::durability::OnDisk;
 use super::{
     Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Position, Settlement, StoreError,
     StoreHealth, StoredAnswer,
@@ -232,6 +233,9 @@ impl IdempotencyStore for RedisStore {
                     .to_owned(),
             ),
         }
+        let on_disk = OnDisk::of(&mut conn).await;
+        on_disk.report();
+        health.warnings.extend(on_disk.warning());
         Ok(health)
     }
 }

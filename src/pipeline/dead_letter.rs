@@ -5,19 +5,28 @@
 //! into the record, so a record is mirrored once; records still waiting at start-up (or left
 //! over by a restart) are found again by a scan of the open records. A crash between the copy
 //! and the write-back can copy a record twice: consumers dedupe by `dlt-failure-id`.
+//!
+//! A record that cannot be copied yet (its `<topic>.dlt` is missing, Kafka or Redis is down) is
+//! tried again later, with a growing delay, while the records behind it go on: one topic
+//! without a dead-letter topic must not hold back the copies of every other.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio_util::time::DelayQueue;
 
 use super::Pipeline;
 use crate::event::{Event, TopicName};
 use crate::failures::{DeadLetter, FailureFilter, FailureRecord, FailureState};
 use crate::publisher::TopicStatus;
 
-/// How long to wait before trying a record again when Kafka (or its DLT topic) is not there.
+/// How long to wait before trying a record again when Kafka (or its DLT topic) is not there;
+/// doubled on each further attempt, up to [`RETRY_AT_MOST`].
 const RETRY_EVERY: Duration = Duration::from_secs(5);
+const RETRY_AT_MOST: Duration = Duration::from_secs(300);
 
 /// The suffix of a dead-letter topic.
 const DLT_SUFFIX: &str = ".dlt";
@@ -45,16 +54,34 @@ impl Pipeline {
     /// copy yet. Runs until the sender side is dropped.
     pub(crate) async fn mirror_dead_letters(self, mut ids: mpsc::UnboundedReceiver<String>) {
         self.enqueue_unmirrored().await;
-        while let Some(id) = ids.recv().await {
-            loop {
-                match self.mirror(&id).await {
-                    Ok(()) => break,
-                    Err(why) => {
-                        tracing::warn!(failure_id = %id, why, "dead-letter copy postponed");
-                        tokio::time::sleep(RETRY_EVERY).await;
-                    }
+        let mut later = DelayQueue::new();
+        let mut attempts: HashMap<String, u32> = HashMap::new();
+        loop {
+            let id = tokio::select! {
+                Some(id) = ids.recv() => id,
+                Some(due) = later.next() => due.into_inner(),
+                else => return,
+            };
+            let Err(postponed) = self.mirror(&id).await else {
+                attempts.remove(&id);
+                continue;
+            };
+            let attempt = attempts.entry(id.clone()).or_insert(0);
+            *attempt += 1;
+            let delay = RETRY_EVERY
+                .saturating_mul(1 << (*attempt - 1).min(16))
+                .min(RETRY_AT_MOST);
+            match postponed {
+                Postponed::MissingTopic(dlt) => {
+                    tracing::warn!(failure_id = %id, %dlt, retry_in_secs = delay.as_secs(),
+                        "dead-letter topic does not exist; this copy waits, the others go on");
+                    metrics::counter!("ackgate_dead_letter_topic_missing_total", "topic" => dlt)
+                        .increment(1);
                 }
+                Postponed::Other(why) => tracing::warn!(failure_id = %id, why,
+                    retry_in_secs = delay.as_secs(), "dead-letter copy postponed"),
             }
+            later.insert(id, delay);
         }
     }
 
@@ -82,7 +109,7 @@ impl Pipeline {
     }
 
     /// Copies one record to its dead-letter topic, unless it already has a copy.
-    async fn mirror(&self, id: &str) -> Result<(), String> {
+    async fn mirror(&self, id: &str) -> Result<(), Postponed> {
         let record = self
             .failures
             .get(id)
@@ -96,9 +123,9 @@ impl Pipeline {
         match self.publisher.topic_status(&event.topic).await {
             Ok(TopicStatus::Exists) => {}
             Ok(TopicStatus::Missing) => {
-                return Err(format!("topic {} does not exist", event.topic));
+                return Err(Postponed::MissingTopic(event.topic.to_string()));
             }
-            Err(error) => return Err(error.to_string()),
+            Err(error) => return Err(error.to_string().into()),
         }
         let ack = self
             .publisher
@@ -133,7 +160,27 @@ impl Pipeline {
                 return Ok(());
             }
         }
-        Err("the record kept changing; its copy may be repeated".to_owned())
+        Err("the record kept changing; its copy may be repeated".into())
+    }
+}
+
+/// Why a record was not copied this time.
+#[derive(Debug)]
+enum Postponed {
+    /// Its `<topic>.dlt` does not exist (named here).
+    MissingTopic(String),
+    Other(String),
+}
+
+impl From<String> for Postponed {
+    fn from(why: String) -> Self {
+        Postponed::Other(why)
+    }
+}
+
+impl From<&str> for Postponed {
+    fn from(why: &str) -> Self {
+        Postponed::Other(why.to_owned())
     }
 }
 

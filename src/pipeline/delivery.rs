@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use super::Pipeline;
 use super::classify::Verdict;
 use super::outcome::{Failure, Outcome, Receipt};
+use super::unfinished::Running;
 use crate::event::{Event, IdempotencyKey, TopicName};
 use crate::failures::FailureRecord;
 use crate::idempotency::{Claim, Claimant, Settlement, StoredAnswer};
@@ -128,8 +129,21 @@ impl Pipeline {
     ) -> oneshot::Receiver<Outcome> {
         let (reply, answer) = oneshot::channel();
         let this = self.clone();
-        self.tasks
-            .spawn(async move { this.deliver(claimed, keep, reply).await });
+        // Registered until the task ends, so that shutdown can keep it if the grace period
+        // runs out first.
+        let running = self.unfinished.register(Running {
+            event: claimed.event.clone(),
+            owner: claimed.owner.clone(),
+            attempt: claimed.attempt,
+            retried: match &keep {
+                Keep::Reopen(record) => Some((**record).clone()),
+                Keep::NewRecord => None,
+            },
+        });
+        self.tasks.spawn(async move {
+            let _running = running;
+            this.deliver(claimed, keep, reply).await
+        });
         answer
     }
 

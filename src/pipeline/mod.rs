@@ -21,6 +21,7 @@
 //! - [`classify`]: the table from a failed delivery to its answer.
 //! - [`delivery`]: the one claimed-delivery path.
 //! - [`records`]: keeping failure records (store, spool, log).
+//! - [`unfinished`]: the deliveries running now, kept at exit if the grace period cut them short.
 
 mod classify;
 mod dead_letter;
@@ -30,6 +31,7 @@ mod outcome;
 mod records;
 #[cfg(test)]
 mod tests;
+mod unfinished;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +45,7 @@ pub(crate) use self::dead_letter::DeadLetters;
 use self::delivery::{Keep, NotClaimed};
 pub(crate) use self::operator::{OperatorError, RetryOutcome};
 pub(crate) use self::outcome::{Failure, Outcome, Refusal};
+pub(crate) use self::unfinished::Unfinished;
 use crate::event::{Event, IdempotencyKey, TopicName};
 use crate::failures::{
     FailureFilter, FailurePage, FailureRecord, FailureStore, FailureStoreError, Spool,
@@ -68,6 +71,8 @@ pub(crate) struct Parts {
     pub(crate) wait_timeout: Duration,
     /// Set when failure records are mirrored to dead-letter topics.
     pub(crate) dead_letters: Option<DeadLetters>,
+    /// The deliveries running now.
+    pub(crate) unfinished: Arc<Unfinished>,
 }
 
 /// The pipeline's steps read its parts as their own fields.

@@ -2,6 +2,8 @@
 //! always in one log line with the whole record, so that even with every store down the event
 //! can be recovered.
 
+use std::time::Duration;
+
 use super::classify::Verdict;
 use super::{Pipeline, now_rfc3339};
 use crate::event::Event;
@@ -17,6 +19,20 @@ impl Pipeline {
         failure: &DeliveryFailure,
         verdict: &Verdict,
         attempt: u32,
+    ) -> Option<String> {
+        self.keep_new_within(event, failure, verdict, attempt, None)
+            .await
+    }
+
+    /// [`Pipeline::keep_new`], giving the store at most `store_within` before the spool is used
+    /// (at exit, where a stalled Redis must not hold the process past its grace period).
+    pub(super) async fn keep_new_within(
+        &self,
+        event: &Event,
+        failure: &DeliveryFailure,
+        verdict: &Verdict,
+        attempt: u32,
+        store_within: Option<Duration>,
     ) -> Option<String> {
         let record = FailureRecord {
             id: ulid::Ulid::new().to_string(),
@@ -38,11 +54,19 @@ impl Pipeline {
         if let Some(dead_letters) = &self.dead_letters {
             dead_letters.enqueue(&record.id);
         }
-        let Err(error) = self.failures.insert(&record).await else {
+        let insert = self.failures.insert(&record);
+        let stored = match store_within {
+            None => insert.await.map_err(|error| error.to_string()),
+            Some(limit) => match tokio::time::timeout(limit, insert).await {
+                Ok(stored) => stored.map_err(|error| error.to_string()),
+                Err(_) => Err(format!("no answer within {limit:?}")),
+            },
+        };
+        let Err(error) = stored else {
             return Some(record.id);
         };
         tracing::warn!(
-            error = &error as &dyn std::error::Error,
+            %error,
             failure_id = %record.id,
             "failure store unavailable; spooling the record locally"
         );

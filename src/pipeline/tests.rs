@@ -80,11 +80,12 @@ impl Harness {
         let pipeline = Pipeline::new(Parts {
             store: options.store.unwrap_or_else(|| store.clone()),
             failures: failures.clone(),
-            spool: Spool::new(spool),
+            spool: Spool::open(spool).expect("a spool of its own"),
             publisher: Arc::new(publisher),
             tasks: TaskTracker::new(),
             wait_timeout: options.wait_timeout,
             dead_letters: None,
+            unfinished: Default::default(),
         });
         Harness {
             cluster,
