@@ -20,11 +20,13 @@
 //! - [`outcome`]: what became of an event, as types the edge renders.
 //! - [`classify`]: the table from a failed delivery to its answer.
 //! - [`delivery`]: the one claimed-delivery path.
+//! - [`lease`]: holding a claimed key until it is settled (renewals, settle retries).
 //! - [`records`]: keeping failure records (store, spool, log).
 
 mod classify;
 mod dead_letter;
 mod delivery;
+mod lease;
 mod operator;
 mod outcome;
 mod records;

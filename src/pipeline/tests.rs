@@ -25,6 +25,8 @@ use crate::idempotency::{
 };
 use crate::publisher::{FailureKind, Persistence, Publisher, PublisherConfig};
 
+mod lease;
+
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 2;
 
