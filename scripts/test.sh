@@ -74,6 +74,9 @@ cargo test --locked "$@"
 step "chaos: kill -9, restarts and outages under load, then ackgate audit"
 cargo test --locked --test chaos -- --ignored --nocapture
 
+step "redis stall: Redis frozen past the lease under load, then ackgate audit"
+cargo test --locked --test redis_stall -- --ignored --nocapture
+
 # The gateway binary cargo test just built, for the checks that run it as a user would.
 export ACKGATE_BIN="$REPO/target/debug/ackgate"
 

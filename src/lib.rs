@@ -113,6 +113,7 @@ impl Application {
         settings.validate().map_err(anyhow::Error::msg)?;
         let lifetimes = Lifetimes {
             lease: settings.lease(),
+            grace: settings.takeover_grace(),
             ttl: settings.idempotency_ttl(),
         };
         let (store, failures): (Arc<dyn IdempotencyStore>, Arc<dyn FailureStore>) = match backend {

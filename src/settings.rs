@@ -245,13 +245,22 @@ impl Settings {
         Duration::from_millis(self.delivery_timeout_ms)
     }
 
-    /// How long a claimed key stays in flight before another request may take it over.
+    /// How long a claimed key stays in flight before its owner is suspected of being gone.
     ///
-    /// It must outlive librdkafka's delivery timeout: `delivery.timeout.ms` bounds the whole
-    /// delivery, retries included, so a live owner always settles its key before the lease runs
-    /// out, and a takeover only ever happens after a crash.
+    /// It outlives librdkafka's delivery timeout: `delivery.timeout.ms` bounds the whole
+    /// delivery, retries included, so a live owner normally settles its key within its first
+    /// lease. The owner renews it while its delivery or its settle is still pending, so a slow
+    /// settle after a late acknowledgement keeps the key too.
     pub fn lease(&self) -> Duration {
         self.delivery_timeout() + Duration::from_secs(10)
+    }
+
+    /// How long a claim waits, after it first found a lease run out, before it takes the key
+    /// over. A lease also runs out while Redis itself is stalled; a live owner then renews or
+    /// settles as soon as Redis answers again: its queued command, or its next try (at most a
+    /// second apart, each waiting up to the Redis timeout). This covers two of those.
+    pub fn takeover_grace(&self) -> Duration {
+        self.redis_timeout() * 2 + Duration::from_secs(1)
     }
 
     pub fn idempotency_ttl(&self) -> Duration {

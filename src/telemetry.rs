@@ -85,4 +85,16 @@ fn describe() {
         "ackgate_dedupe_outcomes_total",
         "Idempotency claims by outcome: claimed, takeover, replayed, conflict, mismatch, store_unavailable"
     );
+    describe_counter!(
+        "ackgate_lease_renewals_total",
+        "Lease renewals of pending deliveries by outcome: renewed, settled, lost, error"
+    );
+    describe_counter!(
+        "ackgate_settle_retries_total",
+        "Settles tried again because the idempotency store did not answer"
+    );
+    describe_counter!(
+        "ackgate_leases_lost_total",
+        "Keys taken over while their delivery was pending, by step (renew, settle): the event may be in Kafka twice"
+    );
 }

@@ -18,6 +18,9 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(4);
 const WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 /// `Settings::lease`: how long a claimed key stays in flight.
 const LEASE: Duration = Duration::from_secs(DELIVERY_TIMEOUT.as_secs() + 10);
+/// `Settings::takeover_grace` (default Redis timeout): how long a key whose lease ran out waits
+/// for its owner to renew before a request takes it over.
+const GRACE: Duration = Duration::from_secs(3);
 /// Time the test itself may add to the lease: a poll interval and a publish.
 const MARGIN: Duration = Duration::from_secs(3);
 
@@ -97,8 +100,8 @@ async fn a_key_left_in_flight_by_a_killed_gateway_is_taken_over_after_its_lease(
         assert_eq!(retry.status, 202, "{}", retry.body);
         assert_eq!(retry.body, accepted.body, "the same 202 until it settles");
         assert!(
-            answered.elapsed() < LEASE + MARGIN,
-            "no takeover {:?} after the claim (lease {LEASE:?})",
+            answered.elapsed() < LEASE + GRACE + MARGIN,
+            "no takeover {:?} after the claim (lease {LEASE:?}, grace {GRACE:?})",
             sent.elapsed()
         );
         polls += 1;
@@ -106,10 +109,12 @@ async fn a_key_left_in_flight_by_a_killed_gateway_is_taken_over_after_its_lease(
     };
     let took_over_after = sent.elapsed();
     assert!(polls > 0, "the key was in flight at least once");
-    // The claim came after `sent`, so its lease ran out no earlier than `sent` + lease.
+    // The claim came after `sent`, so its lease ran out no earlier than `sent` + lease, and
+    // the grace of the first suspicion after that.
     assert!(
-        took_over_after >= LEASE,
-        "taken over {took_over_after:?} after the claim, before the lease ({LEASE:?}) ran out"
+        took_over_after >= LEASE + GRACE,
+        "taken over {took_over_after:?} after the claim, before the lease ({LEASE:?}) and the \
+         grace ({GRACE:?}) ran out"
     );
     assert_eq!(taken_over.header("idempotent-replayed"), None);
     let second_record = position(&taken_over.json());

@@ -1,6 +1,6 @@
-//! A gateway that dies holding a key: its claim blocks the key until the lease runs out, then
-//! the next request takes it over — counted, flagged `maybe_duplicate`, and the dead owner can
-//! no longer settle it. The crash is a real one: `ackgate serve` in its own process, SIGKILLed
+//! A gateway that dies holding a key: its claim blocks the key until the lease runs out, the
+//! next request suspects the owner, and one after the grace takes the key over — counted,
+//! flagged `maybe_duplicate`, and the dead owner can no longer settle it. The crash is a real one: `ackgate serve` in its own process, SIGKILLed
 //! while its delivery cannot complete.
 
 mod common;
@@ -86,8 +86,25 @@ async fn a_key_left_by_a_crashed_gateway_is_taken_over_after_its_lease() {
         .assert_problem(409, "request-in-progress");
     let takeovers = app.metric(TAKEOVERS).await;
 
-    // After the lease (on Redis's clock), the next request takes the key over and publishes.
+    // After the lease (on Redis's clock), the next request only suspects the owner: Redis may
+    // have stalled past the lease while a live owner waited to renew. It gets 409 for the grace.
     while redis_now_ms(&redis).await <= lease_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let suspected = app.post_event(TOPIC, KEY, EVENT).await;
+    suspected.assert_problem(409, "request-in-progress");
+    let record = idempotency_record(&redis, &prefix, TOPIC, KEY).await;
+    let suspect_since: i64 = record["suspect_since"].parse().expect("suspected");
+    assert_eq!(record["owner"], dead_owner, "not taken over yet");
+    assert_eq!(
+        app.metric(TAKEOVERS).await,
+        takeovers,
+        "a suspicion is no takeover"
+    );
+
+    // The dead owner renews nothing: a grace later (on Redis's clock) the key is taken over.
+    let grace = app.settings.takeover_grace().as_millis() as i64;
+    while redis_now_ms(&redis).await < suspect_since + grace {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let reply = app.post_event(TOPIC, KEY, EVENT).await;

@@ -17,18 +17,21 @@ use crate::event::{IdempotencyKey, TopicName};
 /// Lifetimes long enough that nothing expires during a test.
 const LONG: Lifetimes = Lifetimes {
     lease: Duration::from_secs(30),
+    grace: Duration::from_secs(30),
     ttl: Duration::from_secs(60),
 };
 
-/// A lease that runs out within a test.
+/// A lease and a grace that run out within a test.
 const SHORT_LEASE: Lifetimes = Lifetimes {
     lease: Duration::from_millis(200),
+    grace: Duration::from_millis(300),
     ttl: Duration::from_secs(60),
 };
 
 /// A record that expires within a test.
 const SHORT_TTL: Lifetimes = Lifetimes {
     lease: Duration::from_millis(200),
+    grace: Duration::from_millis(300),
     ttl: Duration::from_millis(1_000),
 };
 
@@ -71,6 +74,9 @@ contract!(odd_bodies_and_long_keys_round_trip, LONG);
 contract!(keys_are_scoped_by_topic, LONG);
 contract!(concurrent_claims_and_settles_have_one_winner, LONG);
 contract!(health_answers, LONG);
+
+/// Renewals, suspicion before a takeover, pinned keys.
+mod leases;
 
 // ---------------------------------------------------------------------------------------------
 // The cases.
@@ -325,6 +331,14 @@ async fn an_expired_lease_is_taken_over(store: &dyn IdempotencyStore) {
 
     // The record is still there: another event is still refused.
     assert_eq!(claim(store, &key, OTHER_FP, "b").await, Claim::Mismatch);
+    // The first claim after the lease only suspects the owner, and says how long it has left.
+    let (retry_after, accepted) = in_flight(claim(store, &key, FP, "b").await);
+    assert!(accepted, "the owner's 202 still stands");
+    assert_eq!(retry_after, SHORT_LEASE.grace);
+    let (retry_after, _) = in_flight(claim(store, &key, FP, "b").await);
+    assert!(!retry_after.is_zero() && retry_after <= SHORT_LEASE.grace);
+    // The owner did not renew within the grace: it is gone.
+    tokio::time::sleep(SHORT_LEASE.grace + Duration::from_millis(50)).await;
     assert_eq!(
         claim(store, &key, FP, "b").await,
         Claim::Claimed {

@@ -11,8 +11,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Settlement, StoreError, StoreHealth,
-    StoredAnswer,
+    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Renewal, Settlement, StoreError,
+    StoreHealth, StoredAnswer,
 };
 use crate::event::{IdempotencyKey, TopicName};
 
@@ -25,7 +25,16 @@ struct Record {
     /// `None` while in flight.
     settled: Option<StoredAnswer>,
     lease_until: Instant,
-    expires_at: Instant,
+    /// When a claim first found the lease out (see [`super`]).
+    suspect_since: Option<Instant>,
+    /// `None` while pinned (settled `failed`, until an operator acts).
+    expires_at: Option<Instant>,
+}
+
+impl Record {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
 }
 
 type Records = HashMap<(TopicName, IdempotencyKey), Record>;
@@ -56,7 +65,7 @@ impl MemoryStore {
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(1024)
         {
-            records.retain(|_, r| r.expires_at > now);
+            records.retain(|_, r| r.is_live(now));
         }
         f(&mut records, now)
     }
@@ -70,7 +79,7 @@ fn live<'a>(
 ) -> Option<&'a mut Record> {
     records
         .get_mut(&(topic.clone(), key.clone()))
-        .filter(|r| r.expires_at > now)
+        .filter(|r| r.is_live(now))
 }
 
 #[async_trait]
@@ -83,7 +92,7 @@ impl IdempotencyStore for MemoryStore {
         owner: &str,
         claimant: Claimant,
     ) -> Result<Claim, StoreError> {
-        let Lifetimes { lease, ttl } = self.lifetimes;
+        let Lifetimes { lease, grace, ttl } = self.lifetimes;
         Ok(self.with_records(|records, now| {
             let Some(record) = live(records, topic, key, now) else {
                 records.insert(
@@ -95,7 +104,8 @@ impl IdempotencyStore for MemoryStore {
                         accepted: false,
                         settled: None,
                         lease_until: now + lease,
-                        expires_at: now + ttl,
+                        suspect_since: None,
+                        expires_at: Some(now + ttl),
                     },
                 );
                 return Claim::Claimed {
@@ -110,7 +120,24 @@ impl IdempotencyStore for MemoryStore {
                 Some(Settlement::Released) => true,
                 Some(Settlement::Failed) => claimant == Claimant::Operator,
                 Some(Settlement::Done) => false,
-                None => record.lease_until <= now,
+                None if record.lease_until > now => false,
+                // The lease ran out: suspect the owner first, take over a grace later.
+                None => match record.suspect_since {
+                    None => {
+                        record.suspect_since = Some(now);
+                        return Claim::InFlight {
+                            retry_after: grace,
+                            accepted: record.accepted,
+                        };
+                    }
+                    Some(since) if now < since + grace => {
+                        return Claim::InFlight {
+                            retry_after: since + grace - now,
+                            accepted: record.accepted,
+                        };
+                    }
+                    Some(_) => true,
+                },
             };
             if reclaim {
                 let took_over = record.settled.is_none();
@@ -119,7 +146,8 @@ impl IdempotencyStore for MemoryStore {
                 record.accepted = false;
                 record.settled = None;
                 record.lease_until = now + lease;
-                record.expires_at = now + ttl;
+                record.suspect_since = None;
+                record.expires_at = Some(now + ttl);
                 return Claim::Claimed {
                     attempt: record.attempt,
                     took_over,
@@ -175,14 +203,68 @@ impl IdempotencyStore for MemoryStore {
         let ttl = self.lifetimes.ttl;
         Ok(
             self.with_records(|records, now| match live(records, topic, key, now) {
+                Some(record) if record.owner == owner => match &record.settled {
+                    None => {
+                        record.settled = Some(answer.clone());
+                        record.suspect_since = None;
+                        record.expires_at = match answer.settlement {
+                            Settlement::Failed => None,
+                            _ => Some(now + ttl),
+                        };
+                        true
+                    }
+                    Some(settled) => settled.settlement == answer.settlement,
+                },
+                _ => false,
+            }),
+        )
+    }
+
+    async fn renew(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+    ) -> Result<Renewal, StoreError> {
+        let Lifetimes { lease, ttl, .. } = self.lifetimes;
+        Ok(
+            self.with_records(|records, now| match live(records, topic, key, now) {
                 Some(record) if record.owner == owner && record.settled.is_none() => {
-                    record.settled = Some(answer.clone());
-                    record.expires_at = now + ttl;
+                    record.lease_until = now + lease;
+                    record.suspect_since = None;
+                    record.expires_at = Some(now + ttl);
+                    Renewal::Renewed
+                }
+                Some(record) if record.owner == owner => Renewal::Settled,
+                _ => Renewal::Lost,
+            }),
+        )
+    }
+
+    async fn unpin(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> Result<bool, StoreError> {
+        let ttl = self.lifetimes.ttl;
+        Ok(
+            self.with_records(|records, now| match live(records, topic, key, now) {
+                Some(record)
+                    if record.fingerprint == fingerprint
+                        && record.settled.as_ref().map(|a| a.settlement)
+                            == Some(Settlement::Failed) =>
+                {
+                    record.expires_at = Some(now + ttl);
                     true
                 }
                 _ => false,
             }),
         )
+    }
+
+    fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
     }
 
     async fn health(&self) -> Result<StoreHealth, StoreError> {

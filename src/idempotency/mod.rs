@@ -15,9 +15,17 @@
 //! A released record keeps its answer so that `GET /v1/topics/{topic}/events/{key}` can still
 //! tell a client that lost its response what happened.
 //!
-//! An `in_flight` record carries an owner and a lease. A request that finds a live lease gets
-//! 409; one that finds an expired lease (its owner crashed) takes the key over. Settling and
-//! releasing check the owner, so a stale owner can never overwrite a newer one.
+//! An `in_flight` record carries an owner and a lease, which the owner renews while its delivery
+//! is pending. A request that finds a live lease gets 409. One that finds an expired lease only
+//! *suspects* the owner: a lease also runs out on Redis's clock while Redis itself is stalled,
+//! and a live owner then renews or settles the moment Redis answers again. The key is taken over
+//! only by a claim that comes a grace period after the first suspicion, with no renewal since —
+//! so the owner really is gone (crashed, or cut off from Redis for longer than lease and grace).
+//! Settling and releasing check the owner, so a stale owner can never overwrite a newer one.
+//!
+//! A key settled `failed` may have reached Kafka, so it is pinned: it never expires until an
+//! operator acts on its failure record (a retry claims it again, a discard unpins it), after
+//! which it lives for the normal TTL.
 //!
 //! This module knows nothing of HTTP or Kafka: it stores an answer's bytes as given, with the
 //! few typed facts (how the key settled, where Kafka put the event) that callers act on, so
@@ -191,7 +199,10 @@ pub(crate) trait IdempotencyStore: Send + Sync + 'static {
         key: &IdempotencyKey,
     ) -> Result<Option<KeyStatus>, StoreError>;
 
-    /// Stores the final answer if `owner` still holds the key. Returns whether it did.
+    /// Stores the final answer if `owner` still holds the key. Returns whether the key is now
+    /// settled by `owner` as `answer.settlement`: settling again the way it already is (a retry
+    /// whose first reply was lost) changes nothing and returns true. A `failed` key is pinned (no
+    /// expiry); any other lives for the TTL.
     async fn settle(
         &self,
         topic: &TopicName,
@@ -200,15 +211,62 @@ pub(crate) trait IdempotencyStore: Send + Sync + 'static {
         answer: &StoredAnswer,
     ) -> Result<bool, StoreError>;
 
+    /// Extends `owner`'s lease (and the record's life) while its delivery is pending, and
+    /// clears any suspicion a claim raised while the lease was out.
+    async fn renew(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+    ) -> Result<Renewal, StoreError>;
+
+    /// An operator acted on the failure of a key pinned `failed` with this fingerprint: from
+    /// now on it lives for the normal TTL. Returns whether such a key was found.
+    async fn unpin(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The lifetimes this store applies.
+    fn lifetimes(&self) -> Lifetimes;
+
     /// Checks that the store answers.
     async fn health(&self) -> Result<StoreHealth, StoreError>;
+}
+
+/// What renewing a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// The key is still the caller's, in flight; its lease starts again.
+    Renewed,
+    /// The caller settled the key already (its settle landed even if the reply was lost).
+    Settled,
+    /// Someone else owns the key, or it has no record: the caller lost it.
+    Lost,
+}
+
+impl Renewal {
+    /// A stable label for metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Renewal::Renewed => "renewed",
+            Renewal::Settled => "settled",
+            Renewal::Lost => "lost",
+        }
+    }
 }
 
 /// Lifetimes every store applies.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lifetimes {
-    /// How long a claim stays in flight before it may be taken over.
+    /// How long a claim (or its last renewal) stays in flight before its owner is suspected.
     pub(crate) lease: Duration,
-    /// How long a record lives (refreshed when it is settled).
+    /// How long a suspected owner has to renew before a claim may take the key over. Counted
+    /// from the first claim that found the lease out, so only while the store was answering.
+    pub(crate) grace: Duration,
+    /// How long a record lives (refreshed when it is settled or renewed); `failed` records are
+    /// pinned until an operator acts, then live this long.
     pub(crate) ttl: Duration,
 }

@@ -9,12 +9,12 @@ use redis::aio::ConnectionManager;
 
 use super::durability::OnDisk;
 use super::{
-    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Position, Settlement, StoreError,
-    StoreHealth, StoredAnswer,
+    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Position, Renewal, Settlement,
+    StoreError, StoreHealth, StoredAnswer,
 };
 use crate::event::{IdempotencyKey, TopicName};
 
-/// KEYS[1] record; ARGV: owner, fingerprint, lease_ms, ttl_ms, operator ('1' or '0').
+/// KEYS[1] record; ARGV: owner, fingerprint, lease_ms, ttl_ms, operator ('1' or '0'), grace_ms.
 /// Returns {'claimed', attempt, took_over} | {'replay', state, status, body, position}
 /// | {'in_flight', ms_left, accepted} | {'mismatch'}.
 pub const CLAIM: &str = r#"
@@ -22,7 +22,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[3])
 local r = redis.call('HMGET', KEYS[1], 'state', 'fp', 'lease_until', 'attempt', 'status', 'body',
-                    'accepted', 'pos')
+                    'accepted', 'pos', 'suspect_since')
 if not r[1] then
   redis.call('HSET', KEYS[1], 'state', 'in_flight', 'fp', ARGV[2], 'owner', ARGV[1],
              'lease_until', now + lease, 'attempt', 1, 'created_ms', now)
@@ -37,7 +37,7 @@ local function reclaim(maybe_duplicate, took_over)
   local attempt = tonumber(r[4]) + 1
   redis.call('HSET', KEYS[1], 'state', 'in_flight', 'owner', ARGV[1], 'lease_until', now + lease,
              'attempt', attempt)
-  redis.call('HDEL', KEYS[1], 'status', 'body', 'accepted', 'pos')
+  redis.call('HDEL', KEYS[1], 'status', 'body', 'accepted', 'pos', 'suspect_since')
   if maybe_duplicate then redis.call('HSET', KEYS[1], 'maybe_duplicate', 1) end
   -- Refresh the TTL so the record cannot expire under the new owner.
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -54,23 +54,72 @@ local lease_until = tonumber(r[3])
 if lease_until > now then
   return {'in_flight', tostring(lease_until - now), r[7] or '0'}
 end
--- The owner's lease ran out: it crashed before settling. Take over, and note that the event
--- may be in Kafka already.
+-- The lease ran out on Redis's clock, which also runs while Redis is stalled: a live owner's
+-- renewal or settle may be queued right behind this claim. Suspect the owner first; take over
+-- only a grace later (Redis answering all along) if it has not renewed since.
+local grace = tonumber(ARGV[6])
+local suspect_since = tonumber(r[9])
+if not suspect_since then
+  redis.call('HSET', KEYS[1], 'suspect_since', now)
+  return {'in_flight', tostring(grace), r[7] or '0'}
+end
+if now - suspect_since < grace then
+  return {'in_flight', tostring(grace - (now - suspect_since)), r[7] or '0'}
+end
+-- The owner is gone (it crashed before settling). Take over, and note that the event may be in
+-- Kafka already.
 return reclaim(true, true)
 "#;
 
 /// KEYS[1] record; ARGV: owner, state, status, body, ttl_ms, position ('partition:offset' or '').
-/// Returns 1 if settled.
+/// Returns 1 if the key is settled as `state` by this owner (now, or by an earlier try whose
+/// reply was lost). A `failed` key is pinned: no expiry until an operator acts (UNPIN, or a
+/// claim by an operator).
 pub const SETTLE: &str = r#"
 local r = redis.call('HMGET', KEYS[1], 'state', 'owner')
-if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then
+if r[2] ~= ARGV[1] then
+  return 0
+end
+if r[1] ~= 'in_flight' then
+  if r[1] == ARGV[2] then return 1 end
   return 0
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'body', ARGV[4])
 if ARGV[6] and ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'pos', ARGV[6]) end
-redis.call('HDEL', KEYS[1], 'lease_until')
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('HDEL', KEYS[1], 'lease_until', 'suspect_since')
+if ARGV[2] == 'failed' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
 return 1
+"#;
+
+/// KEYS[1] record; ARGV: owner, lease_ms, ttl_ms. Returns 'renewed' | 'settled' | 'lost'.
+const RENEW: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'state', 'owner')
+if r[2] ~= ARGV[1] then
+  return 'lost'
+end
+if r[1] ~= 'in_flight' then
+  return 'settled'
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[2]))
+redis.call('HDEL', KEYS[1], 'suspect_since')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 'renewed'
+"#;
+
+/// KEYS[1] record; ARGV: fingerprint, ttl_ms. Returns 1 if a pinned `failed` key now expires.
+const UNPIN: &str = r#"
+local r = redis.call('HMGET', KEYS[1], 'state', 'fp')
+if r[1] == 'failed' and r[2] == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
 "#;
 
 /// KEYS[1] record; ARGV: owner. Marks the in-flight request as answered 202.
@@ -91,6 +140,8 @@ pub(crate) struct RedisStore {
     claim: Script,
     settle: Script,
     accept: Script,
+    renew: Script,
+    unpin: Script,
 }
 
 impl RedisStore {
@@ -102,6 +153,8 @@ impl RedisStore {
             claim: Script::new(CLAIM),
             settle: Script::new(SETTLE),
             accept: Script::new(ACCEPT),
+            renew: Script::new(RENEW),
+            unpin: Script::new(UNPIN),
         }
     }
 
@@ -133,6 +186,7 @@ impl IdempotencyStore for RedisStore {
             } else {
                 "0"
             })
+            .arg(self.lifetimes.grace.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::Unavailable)?;
@@ -206,6 +260,52 @@ impl IdempotencyStore for RedisStore {
                 "settled record without an answer".into(),
             )),
         }
+    }
+
+    async fn renew(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+    ) -> Result<Renewal, StoreError> {
+        let reply: String = self
+            .renew
+            .key(self.record_key(topic, key))
+            .arg(owner)
+            .arg(self.lifetimes.lease.as_millis() as u64)
+            .arg(self.lifetimes.ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::Unavailable)?;
+        match reply.as_str() {
+            "renewed" => Ok(Renewal::Renewed),
+            "settled" => Ok(Renewal::Settled),
+            "lost" => Ok(Renewal::Lost),
+            other => Err(StoreError::Protocol(format!(
+                "renew script replied {other}"
+            ))),
+        }
+    }
+
+    async fn unpin(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> Result<bool, StoreError> {
+        let unpinned: i64 = self
+            .unpin
+            .key(self.record_key(topic, key))
+            .arg(fingerprint)
+            .arg(self.lifetimes.ttl.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(unpinned == 1)
+    }
+
+    fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
     }
 
     async fn health(&self) -> Result<StoreHealth, StoreError> {

@@ -17,17 +17,14 @@ use crate::failures::FailureRecord;
 use crate::idempotency::{Claim, Claimant, Settlement, StoredAnswer};
 use crate::publisher::DeliveryFailure;
 
-/// How often settling is tried when Redis fails right after Kafka acknowledged.
-const SETTLE_ATTEMPTS: u32 = 10;
-
 /// A key this process owns until it settles it.
 #[derive(Debug)]
 pub(super) struct Claimed {
-    event: Event,
+    pub(super) event: Event,
     /// This claim's owner id: only it may settle the key.
-    owner: String,
+    pub(super) owner: String,
     /// 1 for a fresh key; more after a takeover or an operator's retry.
-    attempt: u32,
+    pub(super) attempt: u32,
 }
 
 impl Claimed {
@@ -147,8 +144,19 @@ impl Pipeline {
         answer
     }
 
-    /// Publishes, answers through `reply`, then finishes the bookkeeping.
+    /// Publishes, answers through `reply`, then finishes the bookkeeping — holding the key's
+    /// lease all along.
     async fn deliver(&self, claimed: Claimed, keep: Keep, reply: oneshot::Sender<Outcome>) {
+        self.holding_lease(&claimed, self.publish_and_settle(&claimed, keep, reply))
+            .await
+    }
+
+    async fn publish_and_settle(
+        &self,
+        claimed: &Claimed,
+        keep: Keep,
+        reply: oneshot::Sender<Outcome>,
+    ) {
         let started = Instant::now();
         let report = self.publisher.publish(&claimed.event).await;
         metrics::histogram!("ackgate_produce_duration_seconds")
@@ -162,61 +170,38 @@ impl Pipeline {
                     body: receipt.body.clone(),
                     position: Some(receipt.position()),
                 };
-                // Kafka has the event: answer first, then record it.
+                // Kafka has the event: the client gets 201 whatever happens next. Then record
+                // it, however long Redis takes, so that a retry replays instead of publishing.
                 let _ = reply.send(Outcome::Persisted(receipt));
-                self.settle_persisted(&claimed, &answer).await;
+                self.settle(claimed, &answer, &mut || {}).await;
             }
             Err(failure) => {
-                let failure = self.fail(&claimed, failure, keep).await;
-                let _ = reply.send(Outcome::Failed(failure));
+                let (failure, answer) = self.fail(claimed, failure, keep).await;
+                // Settled before the answer, so that a retry of a released key can claim it at
+                // once. If the store does not answer, the client hears first and the settle
+                // goes on trying: a pinned key left in flight would be taken over after its
+                // lease, and its event, which may be in Kafka, published again.
+                let mut reply = Some((reply, Outcome::Failed(failure)));
+                let mut answer_now = || {
+                    if let Some((reply, outcome)) = reply.take() {
+                        let _ = reply.send(outcome);
+                    }
+                };
+                self.settle(claimed, &answer, &mut answer_now).await;
+                answer_now();
             }
         }
     }
 
-    /// Kafka has the event: the client gets 201 whatever happens next. If Redis fails now, keep
-    /// trying for as long as the lease protects the key, so a retry replays instead of
-    /// publishing again.
-    async fn settle_persisted(&self, claimed: &Claimed, answer: &StoredAnswer) {
-        let Claimed { event, owner, .. } = claimed;
-        let mut backoff = Duration::from_millis(50);
-        for _ in 0..SETTLE_ATTEMPTS {
-            match self
-                .store
-                .settle(&event.topic, &event.idempotency_key, owner, answer)
-                .await
-            {
-                Ok(true) => return,
-                Ok(false) => {
-                    tracing::warn!(
-                        topic = %event.topic, idempotency_key = %event.idempotency_key,
-                        "the key was taken over before this delivery settled"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        error = &error as &dyn std::error::Error,
-                        "settle failed; retrying"
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-        tracing::error!(
-            topic = %event.topic, idempotency_key = %event.idempotency_key, body = %answer.body,
-            "could not record a persisted event in the idempotency store; \
-             a retry after the lease may publish it again"
-        );
-    }
-
-    /// Classifies a failed delivery, keeps the event as `keep` says, and settles the key.
-    async fn fail(&self, claimed: &Claimed, failure: DeliveryFailure, keep: Keep) -> Failure {
-        let Claimed {
-            event,
-            owner,
-            attempt,
-        } = claimed;
+    /// Classifies a failed delivery and keeps the event as `keep` says. Returns the failure and
+    /// the answer to settle the key with.
+    async fn fail(
+        &self,
+        claimed: &Claimed,
+        failure: DeliveryFailure,
+        keep: Keep,
+    ) -> (Failure, StoredAnswer) {
+        let Claimed { event, attempt, .. } = claimed;
         metrics::counter!("ackgate_delivery_errors_total", "code" => failure.code_name())
             .increment(1);
         let verdict = Verdict::of(&failure);
@@ -239,17 +224,6 @@ impl Pipeline {
             body: serde_json::to_string(&failure.problem()).expect("a problem always serializes"),
             position: None,
         };
-        if let Err(error) = self
-            .store
-            .settle(&event.topic, &event.idempotency_key, owner, &answer)
-            .await
-        {
-            // The key stays in flight until its lease runs out, then it can be claimed again.
-            tracing::warn!(
-                error = &error as &dyn std::error::Error,
-                "could not settle a failed key"
-            );
-        }
-        failure
+        (failure, answer)
     }
 }

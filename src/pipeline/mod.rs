@@ -20,12 +20,14 @@
 //! - [`outcome`]: what became of an event, as types the edge renders.
 //! - [`classify`]: the table from a failed delivery to its answer.
 //! - [`delivery`]: the one claimed-delivery path.
+//! - [`lease`]: holding a claimed key until it is settled (renewals, settle retries).
 //! - [`records`]: keeping failure records (store, spool, log).
 //! - [`unfinished`]: the deliveries running now, kept at exit if the grace period cut them short.
 
 mod classify;
 mod dead_letter;
 mod delivery;
+mod lease;
 mod operator;
 mod outcome;
 mod records;

@@ -52,6 +52,7 @@ impl Pipeline {
         reason: &str,
     ) -> Result<FailureRecord, OperatorError> {
         let record = self.open_record(id).await?;
+        self.unpin(&record).await?;
         let discarded = FailureRecord {
             state: FailureState::Discarded,
             updated_at: now_rfc3339(),
@@ -142,6 +143,28 @@ impl Pipeline {
                 "the delivery task ended without an answer".to_owned(),
             )),
         }
+    }
+
+    /// The event's key was pinned to its failure, so that no retry could publish the event a
+    /// second time while nobody had decided. Now an operator has: from here on the key lives
+    /// for the normal TTL, replaying the failure until then. (A retry unpins it by claiming it.)
+    async fn unpin(&self, record: &FailureRecord) -> Result<(), OperatorError> {
+        let event = match record.event.to_event() {
+            Ok(event) => event,
+            Err(why) => {
+                // Nothing to match the key against; it stays pinned, as it was.
+                tracing::warn!(
+                    failure_id = %record.id, %why,
+                    "cannot unpin the key of an unreadable event"
+                );
+                return Ok(());
+            }
+        };
+        self.store
+            .unpin(&event.topic, &event.idempotency_key, &event.fingerprint())
+            .await
+            .map(|_| ())
+            .map_err(|_| OperatorError::IdempotencyStoreUnavailable)
     }
 
     async fn open_record(&self, id: &str) -> Result<FailureRecord, OperatorError> {

@@ -20,10 +20,12 @@ use super::{OperatorError, Outcome, Parts, Pipeline, Refusal, RetryOutcome};
 use crate::event::{Event, IdempotencyKey, TopicName};
 use crate::failures::{FailureFilter, FailureState, FailureStore, MemoryFailureStore, Spool};
 use crate::idempotency::{
-    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, MemoryStore, Settlement, StoreError,
-    StoreHealth, StoredAnswer,
+    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, MemoryStore, Renewal, Settlement,
+    StoreError, StoreHealth, StoredAnswer,
 };
 use crate::publisher::{FailureKind, Persistence, Publisher, PublisherConfig};
+
+mod lease;
 
 const TOPIC: &str = "orders";
 const PARTITIONS: i32 = 2;
@@ -38,14 +40,24 @@ struct Harness {
 struct Options {
     delivery_timeout: Duration,
     wait_timeout: Duration,
+    /// The lease of the harness's own store (default: the delivery timeout + 5 s).
+    lease: Option<Duration>,
     store: Option<Arc<dyn IdempotencyStore>>,
 }
+
+/// Lifetimes for the stores a test builds itself.
+const LIFETIMES: Lifetimes = Lifetimes {
+    lease: Duration::from_secs(10),
+    grace: Duration::from_secs(3),
+    ttl: Duration::from_secs(60),
+};
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             delivery_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(10),
+            lease: None,
             store: None,
         }
     }
@@ -71,7 +83,10 @@ impl Harness {
         })
         .expect("publisher");
         let lifetimes = Lifetimes {
-            lease: options.delivery_timeout + Duration::from_secs(5),
+            lease: options
+                .lease
+                .unwrap_or(options.delivery_timeout + Duration::from_secs(5)),
+            grace: Duration::from_millis(200),
             ttl: Duration::from_secs(600),
         };
         let store = Arc::new(MemoryStore::new(lifetimes));
@@ -420,6 +435,20 @@ impl IdempotencyStore for DownStore {
     ) -> Result<bool, StoreError> {
         Err(StoreError::Protocol("down".into()))
     }
+    async fn renew(
+        &self,
+        _: &TopicName,
+        _: &IdempotencyKey,
+        _: &str,
+    ) -> Result<Renewal, StoreError> {
+        Err(StoreError::Protocol("down".into()))
+    }
+    async fn unpin(&self, _: &TopicName, _: &IdempotencyKey, _: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Protocol("down".into()))
+    }
+    fn lifetimes(&self) -> Lifetimes {
+        LIFETIMES
+    }
     async fn health(&self) -> Result<StoreHealth, StoreError> {
         Err(StoreError::Protocol("down".into()))
     }
@@ -477,6 +506,25 @@ impl IdempotencyStore for PanickingSettle {
     ) -> Result<bool, StoreError> {
         panic!("settle failed in a way nobody planned for")
     }
+    async fn renew(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        owner: &str,
+    ) -> Result<Renewal, StoreError> {
+        self.0.renew(topic, key, owner).await
+    }
+    async fn unpin(
+        &self,
+        topic: &TopicName,
+        key: &IdempotencyKey,
+        fingerprint: &str,
+    ) -> Result<bool, StoreError> {
+        self.0.unpin(topic, key, fingerprint).await
+    }
+    fn lifetimes(&self) -> Lifetimes {
+        self.0.lifetimes()
+    }
     async fn health(&self) -> Result<StoreHealth, StoreError> {
         self.0.health().await
     }
@@ -484,12 +532,8 @@ impl IdempotencyStore for PanickingSettle {
 
 #[tokio::test]
 async fn a_delivery_task_that_dies_is_reported_as_lost_not_as_a_store_outage() {
-    let lifetimes = Lifetimes {
-        lease: Duration::from_secs(10),
-        ttl: Duration::from_secs(60),
-    };
     let h = Harness::with(Options {
-        store: Some(Arc::new(PanickingSettle(MemoryStore::new(lifetimes)))),
+        store: Some(Arc::new(PanickingSettle(MemoryStore::new(LIFETIMES)))),
         ..Options::default()
     });
     // A failure settles before it answers, so the panic comes before the answer.

@@ -5,6 +5,7 @@
 //! `ACKGATE_TEST_KAFKA_BROKERS`, `ACKGATE_TEST_REDIS_URL`, `ACKGATE_TEST_REDIS_SERVER`.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod client;
 pub mod faults;
 pub mod mock;
 pub mod process;
@@ -521,8 +522,22 @@ impl Drop for OwnRedis {
 }
 
 /// A free port for a Redis of a test's own: at most 55535, so that a cluster bus port (+10000)
-/// would fit too.
+/// would fit too. `ACKGATE_TEST_REDIS_PORTS=first-last` keeps it in a range (a machine shared by
+/// several test runs gives each its own).
 pub fn free_redis_port() -> u16 {
+    if let Ok(range) = std::env::var("ACKGATE_TEST_REDIS_PORTS") {
+        let (first, last) = range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+            .expect("ACKGATE_TEST_REDIS_PORTS is first-last");
+        // Start at a different place each time, so that parallel tests rarely race for one.
+        let span = u32::from(last - first) + 1;
+        let offset = (std::process::id() ^ ulid::Ulid::new().random() as u32) % span;
+        return (0..span)
+            .map(|i| first + ((offset + i) % span) as u16)
+            .find(|port| StdListener::bind(("127.0.0.1", *port)).is_ok())
+            .expect("a free port in ACKGATE_TEST_REDIS_PORTS");
+    }
     loop {
         let port = free_port();
         if port <= 55_535 {

@@ -35,6 +35,7 @@ pub(crate) async fn run_raw_redis(load: RawRedisLoad) -> anyhow::Result<Tally> {
     let settings = gateway_settings();
     let lease_ms = settings.lease().as_millis() as u64;
     let ttl_ms = settings.idempotency_ttl().as_millis() as u64;
+    let grace_ms = settings.takeover_grace().as_millis() as u64;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..load.window_size {
         let (load, tickets, scripts, tally) = (
@@ -69,6 +70,7 @@ pub(crate) async fn run_raw_redis(load: RawRedisLoad) -> anyhow::Result<Tally> {
                         .arg(lease_ms)
                         .arg(ttl_ms)
                         .arg("0")
+                        .arg(grace_ms)
                         .invoke_async(&mut conn)
                         .await?;
                     let settled: i64 = settle

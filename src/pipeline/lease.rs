@@ -1,0 +1,149 @@
+//! Holding a claimed key until it is settled.
+//!
+//! A claim's lease is counted from the claim, on Redis's clock. The acknowledgement may come
+//! near the end of the delivery timeout, and recording it may take long after that if Redis
+//! is slow or away; meanwhile another request must not take the key over and publish the event
+//! again. So the owner renews the lease for as long as its delivery and its settle are pending
+//! ([`Pipeline::holding_lease`]), and it retries the settle until the store answers
+//! ([`Pipeline::settle`]): a key left in flight would be taken over once its lease ran out.
+//!
+//! While Redis itself is stalled neither renewals nor settles get through, and the lease runs
+//! out on Redis's clock all the same; the claim script covers that case by only suspecting the
+//! owner at first (see [`crate::idempotency`]). The renewals and settles keep one command
+//! queued behind the stall, so the owner answers that suspicion as soon as Redis runs again.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::Pipeline;
+use super::delivery::Claimed;
+use crate::idempotency::{Renewal, StoreError, StoredAnswer};
+
+/// How soon a renewal is tried again after the store did not answer.
+const RENEW_RETRY: Duration = Duration::from_millis(500);
+/// The first and the longest wait between two tries of a settle.
+const SETTLE_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+impl Pipeline {
+    /// Runs `work` (a delivery and its settle) while renewing `claimed`'s lease.
+    pub(super) async fn holding_lease<T>(
+        &self,
+        claimed: &Claimed,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            done = &mut work => return done,
+            // The renewals stop only when the key is settled or lost; the work goes on.
+            () = self.renew_lease(claimed) => {}
+        }
+        work.await
+    }
+
+    /// Renews the lease every third of it, until the key is settled or someone else owns it.
+    async fn renew_lease(&self, claimed: &Claimed) {
+        let every = self.store.lifetimes().lease / 3;
+        let mut wait = every;
+        let mut failed_before = false;
+        loop {
+            tokio::time::sleep(wait).await;
+            let renewal = self
+                .store
+                .renew(
+                    &claimed.event.topic,
+                    &claimed.event.idempotency_key,
+                    &claimed.owner,
+                )
+                .await;
+            let outcome = renewal.as_ref().map_or("error", |r| r.label());
+            metrics::counter!("ackgate_lease_renewals_total", "outcome" => outcome).increment(1);
+            match renewal {
+                Ok(Renewal::Renewed) => {
+                    wait = every;
+                    failed_before = false;
+                }
+                Ok(Renewal::Settled) => return,
+                Ok(Renewal::Lost) => return self.key_lost(claimed, "renew", None),
+                Err(error) => {
+                    if !failed_before {
+                        tracing::warn!(
+                            error = &error as &dyn std::error::Error,
+                            topic = %claimed.event.topic,
+                            idempotency_key = %claimed.event.idempotency_key,
+                            "could not renew the lease of a pending delivery; trying again"
+                        );
+                    }
+                    failed_before = true;
+                    wait = RENEW_RETRY.min(every);
+                }
+            }
+        }
+    }
+
+    /// Settles the key as its owner, trying again for as long as the store does not answer;
+    /// `delayed` runs when the first try failed. Returns whether the key is settled with
+    /// `answer`.
+    pub(super) async fn settle(
+        &self,
+        claimed: &Claimed,
+        answer: &StoredAnswer,
+        delayed: &mut (dyn FnMut() + Send),
+    ) -> bool {
+        let Claimed { event, owner, .. } = claimed;
+        let (mut backoff, longest) = SETTLE_BACKOFF;
+        let mut tries = 0_u64;
+        loop {
+            let settled = self
+                .store
+                .settle(&event.topic, &event.idempotency_key, owner, answer)
+                .await;
+            tries += 1;
+            match settled {
+                Ok(true) => return true,
+                Ok(false) => {
+                    self.key_lost(claimed, "settle", Some(answer));
+                    return false;
+                }
+                Err(error @ StoreError::Unavailable(_)) => {
+                    if tries == 1 {
+                        delayed();
+                        tracing::warn!(
+                            error = &error as &dyn std::error::Error,
+                            topic = %event.topic, idempotency_key = %event.idempotency_key,
+                            settlement = answer.settlement.as_str(),
+                            "could not settle a key; trying again until the store answers"
+                        );
+                    }
+                    metrics::counter!("ackgate_settle_retries_total").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(longest);
+                }
+                Err(error) => {
+                    tracing::error!(
+                        error = &error as &dyn std::error::Error,
+                        topic = %event.topic, idempotency_key = %event.idempotency_key,
+                        settlement = answer.settlement.as_str(), body = %answer.body,
+                        "could not settle a key; it stays in flight, and a request after its \
+                         lease may publish the event again"
+                    );
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The key is someone else's now: a request took it over while this delivery was pending,
+    /// so the event may be in Kafka twice. Said loudly, once, with what this delivery knows.
+    fn key_lost(&self, claimed: &Claimed, step: &'static str, answer: Option<&StoredAnswer>) {
+        metrics::counter!("ackgate_leases_lost_total", "step" => step).increment(1);
+        tracing::error!(
+            topic = %claimed.event.topic,
+            idempotency_key = %claimed.event.idempotency_key,
+            attempt = claimed.attempt,
+            step,
+            answer = answer.map(|a| a.body.as_str()),
+            "another request took this key over while its delivery was pending; the event may \
+             be in Kafka twice (consumers dedupe by the idempotency-key header)"
+        );
+    }
+}
