@@ -32,7 +32,7 @@ async fn setup(redis: OwnRedis, settings: Settings) -> Setup {
     let app = TestApp::spawn(
         settings,
         &kafka.brokers(),
-        Backend::Redis { url: redis.url() },
+        Backend::redis(redis.url()),
     )
     .await;
     kafka.warm_up(&app).await;

@@ -82,7 +82,7 @@ async fn readyz_warns_when_redis_keeps_nothing_on_disk() {
         let app = TestApp::spawn(
             test_settings(),
             &kafka.brokers(),
-            Backend::Redis { url: redis.url() },
+            Backend::redis(redis.url()),
         )
         .await;
 

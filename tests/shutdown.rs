@@ -32,7 +32,7 @@ async fn a_delivery_unfinished_when_the_grace_ends_is_kept_before_exit() {
     let mut app = TestApp::spawn(
         settings,
         &kafka.brokers(),
-        Backend::Redis { url: redis.url() },
+        Backend::redis(redis.url()),
     )
     .await;
     kafka.warm_up(&app).await;

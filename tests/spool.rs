@@ -125,7 +125,7 @@ async fn two_gateways_cannot_share_one_spool_file() {
             ..settings.clone()
         },
         kafka_brokers: kafka_brokers(),
-        backend: Backend::Redis { url: redis_url() },
+        backend: Backend::redis(redis_url()),
     })
     .await;
     let error = second
