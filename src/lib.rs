@@ -212,6 +212,7 @@ impl Application {
             })
         };
         let maintenance = tokio::spawn(failures::maintain(failures, spool));
+        let watchdog = tokio::spawn(publisher.clone().watch());
         let mirroring = dead_letter_queue
             .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
         let grace = settings.shutdown_grace();
@@ -254,6 +255,7 @@ impl Application {
             tracing::error!(%error, in_flight, "flushing the producer failed");
         }
         maintenance.abort();
+        watchdog.abort();
         upkeep.abort();
         if let Some(mirroring) = mirroring {
             mirroring.abort();

@@ -4,9 +4,12 @@
 //! librdkafka's own verdict on whether a failed message may have been written
 //! (`rd_kafka_message_status`), which rust-rdkafka does not wrap, so this context reads it from
 //! the delivered message and hands the whole report to the waiting request through a oneshot.
+//!
+//! It also keeps what the watchdog reads: acknowledgements and delivery timeouts counted as they
+//! are reported, and the latest of librdkafka's statistics.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,7 @@ use rdkafka::{ClientContext, Timestamp};
 use tokio::sync::oneshot;
 
 use super::classify::{DeliveryFailure, Persistence};
+use super::watchdog::{Snapshot, Tick};
 
 /// Where Kafka put an acknowledged record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +45,34 @@ pub(super) struct DeliveryContext {
     fatal: Arc<AtomicBool>,
     /// When each distinct client error was last logged.
     logged: Arc<Mutex<HashMap<String, Instant>>>,
+    observed: Arc<Observed>,
+}
+
+/// What happened since the watchdog last looked.
+#[derive(Debug, Default)]
+struct Observed {
+    acked: AtomicU64,
+    timed_out: AtomicU64,
+    stats: Mutex<Option<Snapshot>>,
 }
 
 impl DeliveryContext {
     pub(super) fn is_fatal(&self) -> bool {
         self.fatal.load(Ordering::Acquire)
+    }
+
+    /// What was observed since the previous call.
+    pub(super) fn take_tick(&self) -> Tick {
+        Tick {
+            acked: self.observed.acked.swap(0, Ordering::Relaxed),
+            timed_out: self.observed.timed_out.swap(0, Ordering::Relaxed),
+            stats: self
+                .observed
+                .stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        }
     }
 }
 
@@ -90,6 +117,21 @@ impl ClientContext for DeliveryContext {
             }
         }
     }
+
+    /// Once every `statistics.interval.ms`, on librdkafka's polling thread: only the few fields
+    /// the watchdog reads are decoded.
+    fn stats_raw(&self, statistics: &[u8]) {
+        match Snapshot::parse(statistics) {
+            Ok(snapshot) => {
+                *self
+                    .observed
+                    .stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+            }
+            Err(error) => tracing::debug!(%error, "unreadable librdkafka statistics"),
+        }
+    }
 }
 
 impl ProducerContext for DeliveryContext {
@@ -97,12 +139,18 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, reply: Self::DeliveryOpaque) {
         let report = match result {
-            Ok(message) => Ok(Ack {
-                partition: message.partition(),
-                offset: message.offset(),
-                timestamp_ms: broker_timestamp(message.timestamp()).unwrap_or(-1),
-            }),
+            Ok(message) => {
+                self.observed.acked.fetch_add(1, Ordering::Relaxed);
+                Ok(Ack {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    timestamp_ms: broker_timestamp(message.timestamp()).unwrap_or(-1),
+                })
+            }
             Err((error, message)) => {
+                if error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) {
+                    self.observed.timed_out.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(DeliveryFailure::from_report(error, message_status(message)))
             }
         };
