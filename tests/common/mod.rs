@@ -9,6 +9,7 @@ pub mod faults;
 pub mod mock;
 pub mod process;
 mod routes;
+pub mod tansu;
 
 // Not every test target names them.
 #[allow(unused_imports)]
