@@ -20,7 +20,7 @@ use rdkafka::producer::ProducerContext;
 use rdkafka::{ClientContext, Timestamp};
 use tokio::sync::oneshot;
 
-use super::classify::{DeliveryFailure, Persistence};
+use super::classify::{DeliveryFailure, FailureKind, Persistence};
 use super::watchdog::{Snapshot, Tick};
 
 /// Where Kafka put an acknowledged record.
@@ -53,6 +53,7 @@ pub(super) struct DeliveryContext {
 struct Observed {
     acked: AtomicU64,
     timed_out: AtomicU64,
+    refused: AtomicU64,
     stats: Mutex<Option<Snapshot>>,
 }
 
@@ -66,6 +67,7 @@ impl DeliveryContext {
         Tick {
             acked: self.observed.acked.swap(0, Ordering::Relaxed),
             timed_out: self.observed.timed_out.swap(0, Ordering::Relaxed),
+            refused: self.observed.refused.swap(0, Ordering::Relaxed),
             stats: self
                 .observed
                 .stats
@@ -148,10 +150,19 @@ impl ProducerContext for DeliveryContext {
                 })
             }
             Err((error, message)) => {
-                if error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut) {
-                    self.observed.timed_out.fetch_add(1, Ordering::Relaxed);
+                let failure = DeliveryFailure::from_report(error, message_status(message));
+                // What the watchdog counts: failures that are not the event's own fault.
+                let counter = match failure.kind {
+                    FailureKind::TimedOut => Some(&self.observed.timed_out),
+                    FailureKind::Unavailable | FailureKind::ProducerFatal => {
+                        Some(&self.observed.refused)
+                    }
+                    _ => None,
+                };
+                if let Some(counter) = counter {
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(DeliveryFailure::from_report(error, message_status(message)))
+                Err(failure)
             }
         };
         // The publishing task always waits for its report; a closed channel only means the

@@ -9,7 +9,8 @@
 //!
 //! The watchdog is fed once a tick with what the publisher observed (delivery outcomes counted
 //! by the producer's callbacks, and librdkafka's statistics) and says when the producer is
-//! wedged, and why. It is pure — no clock, no I/O — so every rule is tested here; the publisher
+//! wedged, and why. (A broker that kept its storage but not every producer epoch can refuse
+//! each produce at once instead, with an unknown error; that is a wedge too.) It is pure — no clock, no I/O — so every rule is tested here; the publisher
 //! confirms with a metadata request that the cluster answers before it rebuilds.
 //!
 //! It never calls a producer wedged while no broker is up (a cluster that is down is waited
@@ -89,6 +90,9 @@ pub(super) struct Tick {
     pub(super) acked: u64,
     /// Deliveries that ran out of time (MessageTimedOut).
     pub(super) timed_out: u64,
+    /// Deliveries the cluster refused for no fault of the event's own (brokers' errors, not
+    /// the client's: no authorization, no invalid records).
+    pub(super) refused: u64,
     /// The latest statistics, if librdkafka reported any.
     pub(super) stats: Option<Snapshot>,
 }
@@ -103,12 +107,10 @@ pub(super) enum Wedge {
         within: Duration,
         idemp_state: String,
     },
-    /// Deliveries ran out of time although a broker had been up for their whole delivery
-    /// timeout, and nothing was acknowledged for at least as long.
-    TimingOut {
-        timed_out: u64,
-        since_progress: Duration,
-    },
+    /// Deliveries failed while a broker was up — refused, or timed out although a broker had
+    /// been up for their whole delivery timeout — and nothing was acknowledged for a delivery
+    /// timeout while one was.
+    Failing { failed: u64, for_: Duration },
 }
 
 impl fmt::Display for Wedge {
@@ -125,14 +127,11 @@ impl fmt::Display for Wedge {
                  producer's state",
                 within.as_secs_f64()
             ),
-            Wedge::TimingOut {
-                timed_out,
-                since_progress,
-            } => write!(
+            Wedge::Failing { failed, for_ } => write!(
                 f,
-                "{timed_out} deliveries timed out while a broker was up, and nothing was \
+                "{failed} deliveries failed or timed out while a broker was up, and nothing was \
                  acknowledged for {:.1} s",
-                since_progress.as_secs_f64()
+                for_.as_secs_f64()
             ),
         }
     }
@@ -150,8 +149,8 @@ pub(super) struct Watchdog {
     /// When the producer id or epoch changed since the last acknowledgement, while a broker was
     /// up (at most [`CHURN_LIMIT`], the latest).
     changes: VecDeque<Instant>,
-    /// Deliveries that timed out since the last acknowledgement, after a broker had been up for
-    /// a whole delivery timeout.
+    /// Deliveries that failed since the last acknowledgement while a broker was up (a timeout
+    /// counts once a broker had been up for a whole delivery timeout).
     stranded: u64,
     /// The last acknowledgement, or when the watch of this producer began.
     progress_at: Instant,
@@ -198,8 +197,11 @@ impl Watchdog {
         let up_long_enough = self
             .up_since
             .is_some_and(|since| now.duration_since(since) >= self.delivery_timeout);
-        if tick.acked == 0 && up_long_enough {
-            self.stranded += tick.timed_out;
+        if tick.acked == 0 && self.up_since.is_some() {
+            self.stranded += tick.refused;
+            if up_long_enough {
+                self.stranded += tick.timed_out;
+            }
         }
         if self.up_since.is_none() || self.quiet_until.is_some_and(|until| now < until) {
             return None;
@@ -247,11 +249,16 @@ impl Watchdog {
                 });
             }
         }
-        let since_progress = now.duration_since(self.progress_at);
-        if self.stranded > 0 && since_progress >= self.delivery_timeout {
-            return Some(Wedge::TimingOut {
-                timed_out: self.stranded,
-                since_progress,
+        // Counted from the last acknowledgement, or from when a broker came up if that was later:
+        // after an outage a working producer delivers well within a delivery timeout.
+        let since = self
+            .up_since
+            .map_or(self.progress_at, |up| up.max(self.progress_at));
+        let for_ = now.duration_since(since);
+        if self.stranded > 0 && for_ >= self.delivery_timeout {
+            return Some(Wedge::Failing {
+                failed: self.stranded,
+                for_,
             });
         }
         None

@@ -139,11 +139,50 @@ fn deliveries_timing_out_for_a_whole_delivery_timeout_while_a_broker_is_up_are_a
     let wedge = dog.observe(clock.at(7.0), with(stats(1, Some((7, 0))), 0, 4));
     assert_eq!(
         wedge,
-        Some(Wedge::TimingOut {
-            timed_out: 4,
-            since_progress: Duration::from_secs(6),
+        Some(Wedge::Failing {
+            failed: 4,
+            for_: Duration::from_secs(6),
         })
     );
+}
+
+fn refused(tick: Tick, refused: u64) -> Tick {
+    Tick { refused, ..tick }
+}
+
+#[test]
+fn deliveries_refused_for_a_delivery_timeout_after_the_cluster_returned_are_a_wedge() {
+    let (clock, mut dog) = start();
+    dog.observe(clock.at(1.0), with(stats(1, Some((7, 0))), 5, 0));
+    for s in 2..10 {
+        dog.observe(clock.at(s as f64), with(stats(0, None), 0, 3));
+    }
+    // Back at 10 s, with its storage but not this epoch: every produce is refused at once.
+    for s in 10..15 {
+        let tick = refused(stats(1, Some((7, 1))), 6);
+        assert_eq!(dog.observe(clock.at(s as f64), tick), None, "at {s} s");
+    }
+    let wedge = dog.observe(clock.at(15.0), refused(stats(1, Some((7, 1))), 6));
+    assert_eq!(
+        wedge,
+        Some(Wedge::Failing {
+            failed: 36,
+            for_: Duration::from_secs(5),
+        })
+    );
+}
+
+#[test]
+fn refusals_while_no_broker_is_up_or_followed_by_acks_are_no_wedge() {
+    let (clock, mut dog) = start();
+    for s in 1..20 {
+        let tick = refused(stats(0, Some((7, 0))), 6);
+        assert_eq!(dog.observe(clock.at(s as f64), tick), None, "at {s} s");
+    }
+    for s in 20..40 {
+        let tick = refused(with(stats(1, Some((7, 0))), u64::from(s % 4 == 0), 0), 6);
+        assert_eq!(dog.observe(clock.at(s as f64), tick), None, "at {s} s");
+    }
 }
 
 #[test]
