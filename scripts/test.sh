@@ -7,6 +7,10 @@
 #
 # Usage: scripts/test.sh [extra cargo test args...]   e.g. scripts/test.sh -- --nocapture
 #
+# A Tansu built with SQLite storage (for the durable-broker restart test) is built in the
+# background from the start when missing (~15 min cold); only if that build fails is the
+# durable case skipped, with a loud message.
+#
 # Environment:
 #   ACKGATE_TEST_KAFKA_PORT   use this port for the Tansu broker (default: a free port)
 #   TOOLS                     where tools are cached (default: target/tools)
@@ -16,6 +20,7 @@
 #   ACKGATE_TEST_KAFKA_BROKERS=127.0.0.1:PORT
 #   ACKGATE_TEST_REDIS_URL=redis://127.0.0.1:6379
 #   ACKGATE_TEST_REDIS_SERVER=/path/to/redis-server
+#   ACKGATE_TEST_TANSU_SQLITE=/path/to/tansu   (or ACKGATE_TEST_SKIP_SQLITE=why, if it failed)
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -47,6 +52,13 @@ if ((${#tls_missing[@]})); then
     apt_install "${tls_missing[@]}" || die "could not install ${tls_missing[*]} (Debian packages)"
 fi
 
+step "Tansu with SQLite storage: install in the background if missing"
+mkdir -p "$REPO/target"
+sqlite_log="$REPO/target/tansu-sqlite-install.log"
+bash scripts/tansu.sh install-sqlite >"$sqlite_log" 2>&1 &
+sqlite_install=$!
+echo "pid $sqlite_install, log $sqlite_log"
+
 step "ensure Redis on 127.0.0.1:6379"
 bash scripts/redis.sh
 
@@ -67,6 +79,16 @@ cargo fmt --all --check
 
 step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+
+step "wait for the Tansu with SQLite storage"
+if wait "$sqlite_install" && ACKGATE_TEST_TANSU_SQLITE="$(bash scripts/tansu.sh path-sqlite)"; then
+    export ACKGATE_TEST_TANSU_SQLITE
+    echo "ACKGATE_TEST_TANSU_SQLITE=$ACKGATE_TEST_TANSU_SQLITE"
+else
+    tail -n 30 "$sqlite_log" >&2 || true
+    export ACKGATE_TEST_SKIP_SQLITE="installing it failed (log: $sqlite_log)"
+    printf '\n!!!!!!!!\n!!! Tansu with SQLite storage could not be installed: the durable-broker restart\n!!! test is SKIPPED. See %s\n!!!!!!!!\n\n' "$sqlite_log" >&2
+fi
 
 step "cargo test --locked${*:+ $*}"
 cargo test --locked "$@"

@@ -233,6 +233,7 @@ impl Application {
             spool.clone(),
             settings.failure_retrying_timeout(),
         ));
+        let watchdog = tokio::spawn(publisher.clone().watch());
         let mirroring = dead_letter_queue
             .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
         let grace = settings.shutdown_grace();
@@ -280,6 +281,7 @@ impl Application {
             tracing::error!(%error, in_flight, "flushing the producer failed");
         }
         maintenance.abort();
+        watchdog.abort();
         upkeep.abort();
         let _ = maintenance.await;
         if let Some(mirroring) = mirroring {

@@ -61,6 +61,8 @@ const RESERVED_KAFKA_PROPERTIES: &[(&str, &[KafkaClient])] = &[
     ("delivery.timeout.ms", PRODUCER),
     ("message.timeout.ms", PRODUCER),
     ("transactional.id", PRODUCER),
+    // The producer's watchdog reads its statistics at this interval (publisher/watchdog.rs).
+    ("statistics.interval.ms", PRODUCER),
     ("enable.auto.commit", AUDIT_CONSUMER),
     ("enable.auto.offset.store", AUDIT_CONSUMER),
     ("enable.partition.eof", AUDIT_CONSUMER),

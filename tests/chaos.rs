@@ -11,7 +11,12 @@
 //! under load and, after the last gateway restart, takes Kafka away and brings it back. At the
 //! end `ackgate audit` reads the topic and must agree with the test's own count.
 //!
-//! It takes about a minute, so it is `#[ignore]`d; `scripts/test.sh` runs it explicitly.
+//! A second scenario (`broker_restart.rs`) SIGKILLs a real broker (Tansu) under load and starts
+//! it again empty: every producer state is lost, and each gateway must rebuild its wedged
+//! producer by itself.
+//!
+//! They take about a minute each, so they are `#[ignore]`d; `scripts/test.sh` runs them
+//! explicitly.
 
 mod common;
 
@@ -24,7 +29,12 @@ use common::mock::{MockKafka, PARTITIONS};
 use common::process::{Gateway, ackgate};
 use common::*;
 
+#[path = "chaos/broker_restart.rs"]
+mod broker_restart;
+
 const TOPIC: &str = "chaos";
+/// Each scenario loads the machine fully: they run one after the other.
+static ONE_SCENARIO_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const GATEWAYS: usize = 2;
 const CLIENTS: usize = 6;
 /// Short, so that a lease left by a killed gateway runs out within the test and the clients'
@@ -85,12 +95,15 @@ struct Ledger {
     acks: HashMap<String, String>,
     /// When each client got each first 201, from the start of the load.
     ack_times: Vec<(usize, Duration)>,
+    /// When each key got its first 201, from the start of the load.
+    acked_at: HashMap<String, Duration>,
     /// Failure answers that named a failure record: (key, failure id).
     kept: Vec<(String, String)>,
     replay_mismatches: Vec<String>,
     unexpected: Vec<String>,
 }
 
+#[derive(Default)]
 struct Figures {
     sent: AtomicU64,
     retries: AtomicU64,
@@ -217,9 +230,90 @@ async fn first_201(
     ))
 }
 
+/// Starts [`CLIENTS`] clients that send fresh events, and now and then a deliberate
+/// duplicate, to random gateways until `stop`, writing what they saw in `ledger`.
+fn spawn_clients(
+    ports: &Arc<Vec<u16>>,
+    started: Instant,
+    ledger: &Arc<Mutex<Ledger>>,
+    figures: &Arc<Figures>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let (ports, ledger, figures, stop) =
+            (ports.clone(), ledger.clone(), figures.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("c{c}-e{n}");
+                let body = format!(r#"{{"client":{c},"n":{n}}}"#);
+                n += 1;
+                figures.sent.fetch_add(1, Ordering::Relaxed);
+                let outcome = deliver(&client, &ports, &mut rng, &key, &body, &figures).await;
+                match outcome {
+                    Ok((201, text, _)) => {
+                        {
+                            let mut book = ledger.lock().unwrap();
+                            book.acks.insert(key.clone(), text.clone());
+                            book.ack_times.push((c, started.elapsed()));
+                            book.acked_at.insert(key.clone(), started.elapsed());
+                        }
+                        // Now and then, the duplicate a client that lost its answer sends.
+                        if rng.below(10) == 0 {
+                            figures.duplicates_sent.fetch_add(1, Ordering::Relaxed);
+                            let again =
+                                deliver(&client, &ports, &mut rng, &key, &body, &figures).await;
+                            match again {
+                                Ok((201, replay, true)) if replay == text => {}
+                                other => ledger
+                                    .lock()
+                                    .unwrap()
+                                    .replay_mismatches
+                                    .push(format!("{key}: first {text}, again {other:?}")),
+                            }
+                        }
+                    }
+                    Ok((status, text, _)) => {
+                        let problem: serde_json::Value =
+                            serde_json::from_str(&text).unwrap_or_default();
+                        let mut book = ledger.lock().unwrap();
+                        match problem["failure_id"].as_str() {
+                            Some(id) if status >= 500 => book.kept.push((key, id.to_owned())),
+                            _ => book.unexpected.push(format!("{key}: {status} {text}")),
+                        }
+                    }
+                    Err(why) => ledger.lock().unwrap().unexpected.push(why),
+                }
+            }
+        }));
+    }
+    clients
+}
+
+/// Runs `ackgate audit` of [`TOPIC`] against `acks_file`: its exit status and JSON report.
+fn audit(brokers: &str, acks_file: &std::path::Path) -> (Option<i32>, serde_json::Value) {
+    let audit = ackgate()
+        .args(["audit", "--kafka-brokers", brokers, "--topic", TOPIC])
+        .args(["--acks", &acks_file.display().to_string(), "--json"])
+        .output()
+        .expect("ackgate audit runs");
+    let report = serde_json::from_slice(&audit.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ackgate audit prints JSON ({e}): {}{}",
+            String::from_utf8_lossy(&audit.stdout),
+            String::from_utf8_lossy(&audit.stderr)
+        )
+    });
+    (audit.status.code(), report)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of chaos; scripts/test.sh runs it with --ignored"]
 async fn the_promise_holds_under_kills_restarts_and_outages() {
+    let _alone = ONE_SCENARIO_AT_A_TIME.lock().await;
     assert!(
         all_clear() + Duration::from_secs(3) <= LOAD_FOR,
         "the load runs on after every fault has cleared"
@@ -263,62 +357,9 @@ async fn the_promise_holds_under_kills_restarts_and_outages() {
 
     let started = Instant::now();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let figures = Arc::new(Figures {
-        sent: AtomicU64::new(0),
-        retries: AtomicU64::new(0),
-        duplicates_sent: AtomicU64::new(0),
-    });
+    let figures = Arc::new(Figures::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for c in 0..CLIENTS {
-        let (ports, ledger, figures, stop) =
-            (ports.clone(), ledger.clone(), figures.clone(), stop.clone());
-        clients.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1));
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("c{c}-e{n}");
-                let body = format!(r#"{{"client":{c},"n":{n}}}"#);
-                n += 1;
-                figures.sent.fetch_add(1, Ordering::Relaxed);
-                let outcome = deliver(&client, &ports, &mut rng, &key, &body, &figures).await;
-                match outcome {
-                    Ok((201, text, _)) => {
-                        {
-                            let mut book = ledger.lock().unwrap();
-                            book.acks.insert(key.clone(), text.clone());
-                            book.ack_times.push((c, started.elapsed()));
-                        }
-                        // Now and then, the duplicate a client that lost its answer sends.
-                        if rng.below(10) == 0 {
-                            figures.duplicates_sent.fetch_add(1, Ordering::Relaxed);
-                            let again =
-                                deliver(&client, &ports, &mut rng, &key, &body, &figures).await;
-                            match again {
-                                Ok((201, replay, true)) if replay == text => {}
-                                other => ledger
-                                    .lock()
-                                    .unwrap()
-                                    .replay_mismatches
-                                    .push(format!("{key}: first {text}, again {other:?}")),
-                            }
-                        }
-                    }
-                    Ok((status, text, _)) => {
-                        let problem: serde_json::Value =
-                            serde_json::from_str(&text).unwrap_or_default();
-                        let mut book = ledger.lock().unwrap();
-                        match problem["failure_id"].as_str() {
-                            Some(id) if status >= 500 => book.kept.push((key, id.to_owned())),
-                            _ => book.unexpected.push(format!("{key}: {status} {text}")),
-                        }
-                    }
-                    Err(why) => ledger.lock().unwrap().unexpected.push(why),
-                }
-            }
-        }));
-    }
+    let clients = spawn_clients(&ports, started, &ledger, &figures, &stop);
 
     // The chaos, on a schedule, while the clients keep sending.
     let at = |offset: Duration| tokio::time::sleep_until((started + offset).into());
@@ -484,24 +525,7 @@ async fn the_promise_holds_under_kills_restarts_and_outages() {
     );
 
     // The audit tool agrees with this test's own count, duplicates not excused.
-    let audit = ackgate()
-        .args([
-            "audit",
-            "--kafka-brokers",
-            &kafka.brokers(),
-            "--topic",
-            TOPIC,
-        ])
-        .args(["--acks", &acks_file.display().to_string(), "--json"])
-        .output()
-        .expect("ackgate audit runs");
-    let report: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ackgate audit prints JSON ({e}): {}{}",
-            String::from_utf8_lossy(&audit.stdout),
-            String::from_utf8_lossy(&audit.stderr)
-        )
-    });
+    let (audit_exit, report) = audit(&kafka.brokers(), &acks_file);
     eprintln!("ackgate audit: {}", report["problems"]);
     let audited_duplicates: BTreeSet<&str> = report["duplicate_keys"]
         .as_array()
@@ -594,10 +618,10 @@ async fn the_promise_holds_under_kills_restarts_and_outages() {
         ),
     );
     check(
-        audit.status.code() == Some(if duplicated.is_empty() { 0 } else { 1 }),
+        audit_exit == Some(if duplicated.is_empty() { 0 } else { 1 }),
         format!(
             "ackgate audit must fail exactly when a key is in Kafka twice: exit {:?}, {} duplicates",
-            audit.status.code(),
+            audit_exit,
             duplicated.len()
         ),
     );

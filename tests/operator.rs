@@ -15,7 +15,7 @@ use rdkafka::types::RDKafkaApiKey;
 use rdkafka::types::RDKafkaRespErr;
 
 const TOPIC: &str = "ops";
-const REBUILDS: &str = "ackgate_producer_rebuilds_total";
+const REBUILDS: &str = "ackgate_producer_rebuilds_total{reason=\"fatal\"}";
 
 fn short_delivery() -> Settings {
     Settings {

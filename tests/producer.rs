@@ -119,7 +119,9 @@ async fn requests_waiting_when_the_producer_is_rebuilt_each_get_what_kafka_said(
         partition_of.contains(&2) && partition_of.iter().any(|p| *p != 2),
         "{partition_of:?}"
     );
-    let rebuilds = app.metric("ackgate_producer_rebuilds_total").await;
+    let rebuilds = app
+        .metric(r#"ackgate_producer_rebuilds_total{reason="fatal"}"#)
+        .await;
 
     // Every request waits for its report: sent to the slow broker 1 and unanswered, or queued
     // for partition 2, whose broker is down.
@@ -190,7 +192,9 @@ async fn requests_waiting_when_the_producer_is_rebuilt_each_get_what_kafka_said(
         assert_eq!(kafka.records_with_key(&key).len(), 1);
     }
     assert_eq!(
-        app.metric("ackgate_producer_rebuilds_total").await - rebuilds,
+        app.metric(r#"ackgate_producer_rebuilds_total{reason="fatal"}"#)
+            .await
+            - rebuilds,
         1.0,
         "one fatal error, one rebuild"
     );

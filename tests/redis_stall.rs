@@ -29,12 +29,7 @@ struct Setup {
 
 async fn setup(redis: OwnRedis, settings: Settings) -> Setup {
     let kafka = MockKafka::start(TOPIC);
-    let app = TestApp::spawn(
-        settings,
-        &kafka.brokers(),
-        Backend::redis(redis.url()),
-    )
-    .await;
+    let app = TestApp::spawn(settings, &kafka.brokers(), Backend::redis(redis.url())).await;
     kafka.warm_up(&app).await;
     Setup { kafka, redis, app }
 }

@@ -29,12 +29,7 @@ async fn a_delivery_unfinished_when_the_grace_ends_is_kept_before_exit() {
         failure_spool_path: spool.clone(),
         ..test_settings()
     };
-    let mut app = TestApp::spawn(
-        settings,
-        &kafka.brokers(),
-        Backend::redis(redis.url()),
-    )
-    .await;
+    let mut app = TestApp::spawn(settings, &kafka.brokers(), Backend::redis(redis.url())).await;
     kafka.warm_up(&app).await;
 
     // Kafka holds the produce; the client gets 202 while the delivery goes on.

@@ -4,9 +4,12 @@
 //! librdkafka's own verdict on whether a failed message may have been written
 //! (`rd_kafka_message_status`), which rust-rdkafka does not wrap, so this context reads it from
 //! the delivered message and hands the whole report to the waiting request through a oneshot.
+//!
+//! It also keeps what the watchdog reads: acknowledgements and delivery timeouts counted as they
+//! are reported, and the latest of librdkafka's statistics.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,8 @@ use rdkafka::producer::ProducerContext;
 use rdkafka::{ClientContext, Timestamp};
 use tokio::sync::oneshot;
 
-use super::classify::{DeliveryFailure, Persistence};
+use super::classify::{DeliveryFailure, FailureKind, Persistence};
+use super::watchdog::{Snapshot, Tick};
 
 /// Where Kafka put an acknowledged record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,16 @@ pub(super) struct DeliveryContext {
     /// The latest client error and when it came, for `/readyz` to say why Kafka is unreachable
     /// (a refused certificate, failed SASL authentication, brokers down).
     latest: Arc<Mutex<Option<(String, Instant)>>>,
+    observed: Arc<Observed>,
+}
+
+/// What happened since the watchdog last looked.
+#[derive(Debug, Default)]
+struct Observed {
+    acked: AtomicU64,
+    timed_out: AtomicU64,
+    refused: AtomicU64,
+    stats: Mutex<Option<Snapshot>>,
 }
 
 impl DeliveryContext {
@@ -59,6 +73,21 @@ impl DeliveryContext {
             .as_ref()
             .filter(|(_, at)| at.elapsed() < within)
             .map(|(reason, _)| reason.clone())
+    }
+
+    /// What was observed since the previous call.
+    pub(super) fn take_tick(&self) -> Tick {
+        Tick {
+            acked: self.observed.acked.swap(0, Ordering::Relaxed),
+            timed_out: self.observed.timed_out.swap(0, Ordering::Relaxed),
+            refused: self.observed.refused.swap(0, Ordering::Relaxed),
+            stats: self
+                .observed
+                .stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        }
     }
 }
 
@@ -112,6 +141,21 @@ impl ClientContext for DeliveryContext {
             }
         }
     }
+
+    /// Once every `statistics.interval.ms`, on librdkafka's polling thread: only the few fields
+    /// the watchdog reads are decoded.
+    fn stats_raw(&self, statistics: &[u8]) {
+        match Snapshot::parse(statistics) {
+            Ok(snapshot) => {
+                *self
+                    .observed
+                    .stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(snapshot);
+            }
+            Err(error) => tracing::debug!(%error, "unreadable librdkafka statistics"),
+        }
+    }
 }
 
 impl ProducerContext for DeliveryContext {
@@ -119,13 +163,28 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, reply: Self::DeliveryOpaque) {
         let report = match result {
-            Ok(message) => Ok(Ack {
-                partition: message.partition(),
-                offset: message.offset(),
-                timestamp_ms: broker_timestamp(message.timestamp()).unwrap_or(-1),
-            }),
+            Ok(message) => {
+                self.observed.acked.fetch_add(1, Ordering::Relaxed);
+                Ok(Ack {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    timestamp_ms: broker_timestamp(message.timestamp()).unwrap_or(-1),
+                })
+            }
             Err((error, message)) => {
-                Err(DeliveryFailure::from_report(error, message_status(message)))
+                let failure = DeliveryFailure::from_report(error, message_status(message));
+                // What the watchdog counts: failures that are not the event's own fault.
+                let counter = match failure.kind {
+                    FailureKind::TimedOut => Some(&self.observed.timed_out),
+                    FailureKind::Unavailable | FailureKind::ProducerFatal => {
+                        Some(&self.observed.refused)
+                    }
+                    _ => None,
+                };
+                if let Some(counter) = counter {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(failure)
             }
         };
         // The publishing task always waits for its report; a closed channel only means the

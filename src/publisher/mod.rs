@@ -5,10 +5,15 @@
 //! own retries — made safe by idempotence — handle everything transient inside
 //! `delivery.timeout.ms`. [`Publisher::publish`] resolves only from the delivery report.
 //!
+//! A producer that can no longer deliver is replaced: at once after a fatal error, and when the
+//! watchdog ([`Publisher::watch`]) finds it wedged while the cluster answers.
+//!
 //! This module knows nothing of HTTP or of idempotency records.
 
 mod classify;
 mod context;
+mod healing;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -34,6 +39,11 @@ type KafkaProducer = ThreadedProducer<DeliveryContext>;
 const MISSING_TOPIC_TTL: Duration = Duration::from_secs(1);
 /// Upper bound on one metadata request.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// Upper bound on the metadata request that checks whether the cluster answers.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often librdkafka reports its statistics and the watchdog looks at the producer: decoding
+/// a few fields of one JSON document a second costs next to nothing.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How the publisher is configured.
 #[derive(Debug, Clone)]
@@ -101,41 +111,6 @@ impl Publisher {
             self.heal().await;
         }
         report
-    }
-
-    /// Replaces a producer that hit a fatal error (e.g. an idempotence sequence fault, or a
-    /// broker that lost the producer's state): after such an error every produce fails, so
-    /// without this the gateway would be wedged until restarted.
-    ///
-    /// The new producer is swapped in atomically; the old one is flushed, not dropped at once
-    /// (dropping purges its queue), so every message it holds still gets its delivery report —
-    /// a failure, which its request turns into a failure record.
-    async fn heal(&self) {
-        let _one_at_a_time = self.rebuilding.lock().await;
-        let current = self.producer.load_full();
-        if !is_fatal(&current) {
-            return; // Another request rebuilt it meanwhile.
-        }
-        let fresh = match build_producer(&self.config) {
-            Ok(fresh) => fresh,
-            Err(error) => {
-                tracing::error!(%error, "could not rebuild the Kafka producer");
-                return;
-            }
-        };
-        self.producer.store(Arc::new(fresh));
-        metrics::counter!("ackgate_producer_rebuilds_total").increment(1);
-        let fatal = current.client().fatal_error();
-        tracing::warn!(
-            ?fatal,
-            "the Kafka producer hit a fatal error and was rebuilt"
-        );
-        let timeout = self.config.delivery_timeout;
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = current.flush(timeout) {
-                tracing::debug!(%error, "flushing the replaced producer");
-            }
-        });
     }
 
     async fn publish_once(&self, event: &Event) -> DeliveryReport {
@@ -235,15 +210,7 @@ impl Publisher {
 
     /// Checks that at least one broker answers a metadata request.
     pub(crate) async fn health(&self) -> Result<usize, KafkaError> {
-        let producer = self.producer.load_full();
-        let metadata = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(2))
-        })
-        .await
-        .map_err(|_| KafkaError::Canceled)??;
-        Ok(metadata.brokers().len())
+        cluster_answers(self.producer.load_full()).await
     }
 
     /// Why the producer cannot reach Kafka, from librdkafka's latest client error of the last
@@ -277,6 +244,15 @@ impl Publisher {
     }
 }
 
+/// How many brokers a metadata request through `producer` names; fails when none answers.
+async fn cluster_answers(producer: Arc<KafkaProducer>) -> Result<usize, KafkaError> {
+    let metadata =
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, HEALTH_TIMEOUT))
+            .await
+            .map_err(|_| KafkaError::Canceled)??;
+    Ok(metadata.brokers().len())
+}
+
 fn is_fatal(producer: &KafkaProducer) -> bool {
     producer.context().is_fatal() || producer.client().fatal_error().is_some()
 }
@@ -303,6 +279,11 @@ pub fn producer_config(config: &PublisherConfig) -> ClientConfig {
         .set(
             "allow.auto.create.topics",
             config.auto_create_topics.to_string(),
+        )
+        // What the watchdog reads to tell a wedged producer from a waiting one.
+        .set(
+            "statistics.interval.ms",
+            WATCH_INTERVAL.as_millis().to_string(),
         );
     // librdkafka refuses messages above its own `message.max.bytes` (1 000 000 by default),
     // which is below the gateway's default body limit of 1 MiB: raise it to what the gateway

@@ -10,6 +10,7 @@ pub mod faults;
 pub mod mock;
 pub mod process;
 mod routes;
+pub mod tansu;
 pub mod tls;
 
 // Not every test target names them.
