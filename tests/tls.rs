@@ -12,7 +12,7 @@ use ackgate::audit::{AuditConfig, audit};
 use ackgate::redis_link::RedisTls;
 use ackgate::settings::Settings;
 use common::faults::OwnTansu;
-use common::tls::{REDIS_PASSWORD, Stunnel, TestCa, TlsRedis, tls_port};
+use common::tls::{REDIS_PASSWORD, SASL_PASSWORD, SaslKafka, Stunnel, TestCa, TlsRedis, tls_port};
 use common::*;
 use rdkafka::ClientConfig;
 
@@ -296,4 +296,50 @@ async fn redis_with_the_wrong_ca_or_password_is_not_ready_and_says_why() {
     assert!(!ready.body.contains("not-the-password"), "{}", ready.body);
     wrong_password.stop().await.unwrap();
     assert!(consume_to_end(&kafka_brokers(), &topic, 1).is_empty());
+}
+
+#[tokio::test]
+async fn sasl_scram_over_tls_authenticates_and_a_wrong_password_is_refused() {
+    let ca = TestCa::new();
+    let topic = unique("sasl");
+    let Some(kafka) = SaslKafka::start(&ca, &[&topic]) else {
+        return; // No Tansu with SQLite storage here; the harness said so loudly.
+    };
+    let app = TestApp::spawn(
+        settings_with(kafka.properties(&ca, SASL_PASSWORD)),
+        &kafka.brokers(),
+        Backend::redis(redis_url()),
+    )
+    .await;
+    let reply = post_one(&app, &topic, "authenticated").await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+
+    let refused = TestApp::spawn(
+        settings_with(kafka.properties(&ca, "not-the-password")),
+        &kafka.brokers(),
+        Backend::redis(redis_url()),
+    )
+    .await;
+    let ready = refused.readyz().await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let detail = ready.json()["checks"]["kafka"]["detail"].to_string();
+    assert!(detail.contains("SASL"), "{detail}");
+    assert!(!ready.body.contains("not-the-password"), "{}", ready.body);
+    post_one(&refused, &topic, "refused")
+        .await
+        .assert_problem(503, "kafka-unavailable");
+
+    // Read back as the authenticated user, through the same TLS listener.
+    let mut client = kafka_client(&kafka.brokers());
+    for (key, value) in kafka.properties(&ca, SASL_PASSWORD) {
+        client.set(key, value);
+    }
+    let records = consume_to_end_via(client, &topic, 1, Duration::from_secs(20));
+    let keys: Vec<_> = records
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap().to_vec())
+        .collect();
+    assert_eq!(keys, vec![b"authenticated".to_vec()]);
+    app.stop().await.unwrap();
+    refused.stop().await.unwrap();
 }

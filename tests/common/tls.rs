@@ -227,3 +227,104 @@ fn wait_for_port(port: u16, what: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// SCRAM credentials of the SASL test broker.
+pub const SASL_USER: &str = "gateway";
+pub const SASL_PASSWORD: &str = "scram-s3cret";
+
+/// A Tansu broker that requires SASL/SCRAM-SHA-512, reachable only through TLS on `port`
+/// (stunnel in front; the broker advertises that port). SCRAM users live in the broker's
+/// storage and its CLI cannot authenticate, so the user and `topics` are created on a first run
+/// without authentication, and the broker is started again on the same SQLite file with it.
+pub struct SaslKafka {
+    pub port: u16,
+    tansu: Child,
+    _stunnel: Stunnel,
+    dir: PathBuf,
+}
+
+impl SaslKafka {
+    /// `None` when this machine has no Tansu with SQLite storage (said loudly by the caller's
+    /// harness).
+    pub fn start(ca: &TestCa, topics: &[&str]) -> Option<SaslKafka> {
+        let binary = super::tansu::Broker::binary(super::tansu::Storage::Sqlite)?;
+        let dir = std::env::temp_dir().join(unique("tansu-sasl"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (inner, port) = (free_port(), free_port());
+        let inner_url = format!("tcp://127.0.0.1:{inner}");
+        let broker = |advertised: &str, authentication: bool| {
+            let mut command = Command::new(&binary);
+            command
+                .arg("broker")
+                .args(["--listener-url", &inner_url])
+                .args(["--advertised-listener-url", advertised])
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if authentication {
+                command.arg("--authentication");
+            }
+            let child = command.spawn().expect("tansu starts");
+            wait_for_port(inner, "tansu");
+            child
+        };
+        let cli = |args: &[&str]| {
+            let status = Command::new(&binary)
+                .args(args)
+                .args(["--broker", &inner_url])
+                .stdout(Stdio::null())
+                .status()
+                .expect("the tansu CLI runs");
+            assert!(status.success(), "tansu {args:?} failed");
+        };
+        let mut setup = broker(&inner_url, false);
+        cli(&[
+            "user",
+            "create",
+            SASL_USER,
+            SASL_PASSWORD,
+            "--mechanism",
+            "scram512",
+        ]);
+        for topic in topics {
+            cli(&["topic", "create", topic, "--partitions", "1"]);
+        }
+        let _ = setup.kill();
+        let _ = setup.wait();
+        let tansu = broker(&format!("tcp://127.0.0.1:{port}"), true);
+        let stunnel = Stunnel::start(ca, port, ([127, 0, 0, 1], inner).into(), false);
+        Some(SaslKafka {
+            port,
+            tansu,
+            _stunnel: stunnel,
+            dir,
+        })
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// librdkafka properties for SASL_SSL with SCRAM-SHA-512 and `password`.
+    pub fn properties(&self, ca: &TestCa, password: &str) -> Vec<(String, String)> {
+        [
+            ("security.protocol", "SASL_SSL".to_owned()),
+            ("ssl.ca.location", ca.path("ca.pem")),
+            ("sasl.mechanism", "SCRAM-SHA-512".to_owned()),
+            ("sasl.username", SASL_USER.to_owned()),
+            ("sasl.password", password.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+impl Drop for SaslKafka {
+    fn drop(&mut self) {
+        let _ = self.tansu.kill();
+        let _ = self.tansu.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
