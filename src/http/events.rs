@@ -54,7 +54,7 @@ use crate::pipeline::Refusal;
         (status = 413, description = "The body exceeds the size limit, or Kafka refused the record as too large.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The key was used before with a different event (`idempotency-key-reused`), or Kafka rejected the record (`record-rejected`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis or Kafka unavailable, or the gateway is overloaded. `persistence` says whether the event may be in Kafka; `failure_id` names the failure record that keeps it. Retry after `Retry-After` when it is given.", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "The delivery ended without an answer (a defect in the gateway): the event may or may not be in Kafka. GET its status; after the key's lease a retry with the same Idempotency-Key takes over.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The delivery ended without an answer (a defect in the gateway): the event may or may not be in Kafka. GET its status; once the key's lease and the takeover grace have run out, a retry with the same Idempotency-Key takes over.", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "Kafka did not acknowledge within the delivery timeout; the event may have been written. The key stays pinned to this answer and a failure record keeps the event.", body = Problem, content_type = "application/problem+json"),
     )
 )]
