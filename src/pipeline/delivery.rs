@@ -218,12 +218,7 @@ impl Pipeline {
             verdict,
             record_id,
         };
-        let answer = StoredAnswer {
-            settlement: failure.verdict.settlement(),
-            status: failure.status(),
-            body: serde_json::to_string(&failure.problem()).expect("a problem always serializes"),
-            position: None,
-        };
+        let answer = failure.stored_answer();
         (failure, answer)
     }
 }

@@ -96,6 +96,16 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// What the idempotency store keeps for this failure, replayed to a retry of its key.
+    pub(crate) fn stored_answer(&self) -> StoredAnswer {
+        StoredAnswer {
+            settlement: self.verdict.settlement(),
+            status: self.status(),
+            body: serde_json::to_string(&self.problem()).expect("a problem always serializes"),
+            position: None,
+        }
+    }
+
     /// The problem document the client reads.
     pub(crate) fn problem(&self) -> Problem {
         let mut problem = Problem::new(self.verdict.row().code, self.verdict.detail());

@@ -20,7 +20,6 @@ use super::classify::Verdict;
 use super::outcome::Failure;
 use crate::event::Event;
 use crate::failures::FailureRecord;
-use crate::idempotency::StoredAnswer;
 use crate::publisher::{DeliveryFailure, FailureKind, Persistence};
 
 /// How long each store write at exit may take before the spool is used instead: Redis may be
@@ -125,12 +124,7 @@ impl Pipeline {
             verdict: verdict.clone(),
             record_id,
         };
-        let answer = StoredAnswer {
-            settlement: verdict.settlement(),
-            status: failure.status(),
-            body: serde_json::to_string(&failure.problem()).expect("a problem always serializes"),
-            position: None,
-        };
+        let answer = failure.stored_answer();
         let pin = self
             .store
             .settle(&event.topic, &event.idempotency_key, &owner, &answer);
