@@ -103,23 +103,23 @@ pub(crate) fn client(url: &str, tls: &RedisTls) -> anyhow::Result<redis::Client>
             "invalid --redis-url (expected redis://[user:password@]host[:port][/db] or rediss://…)"
         )
     };
-    let is_tls = url.starts_with("rediss://");
+    // The URL is checked once, the same way with and without TLS files.
+    let plain = redis::Client::open(url).map_err(|_| invalid())?;
     if !tls.is_set() {
-        return redis::Client::open(url).map_err(|_| invalid());
+        return Ok(plain);
     }
-    if !is_tls {
+    if !url.starts_with("rediss://") {
         anyhow::bail!(
             "--redis-tls-* files were given, but --redis-url does not start with rediss://"
         );
     }
-    let certificates = tls.certificates()?;
-    redis::Client::build_with_tls(url, certificates).map_err(|error| match error.kind() {
-        ErrorKind::InvalidClientConfig if error.to_string().contains("rediss") => invalid(),
-        // A key that is not PKCS#8, or a certificate OpenSSL cannot parse.
-        _ => anyhow::anyhow!(
-            "the Redis TLS files cannot be used: {}",
-            describe_tls_setup(&error)
-        ),
+    // What fails now is a file: a key that is not PKCS#8, a certificate OpenSSL cannot parse.
+    // native-tls names the failing OpenSSL routine, never the files' contents.
+    redis::Client::build_with_tls(url, tls.certificates()?).map_err(|error| {
+        let cause = error
+            .detail()
+            .map_or_else(|| error.to_string(), str::to_owned);
+        anyhow::anyhow!("the Redis TLS files cannot be used: {cause}")
     })
 }
 
@@ -132,13 +132,6 @@ pub fn connection_config(timeout: Duration) -> ConnectionManagerConfig {
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(1))
-}
-
-fn describe_tls_setup(error: &RedisError) -> String {
-    // Parsing errors of native-tls name the failing OpenSSL routine, never file contents.
-    error
-        .detail()
-        .map_or_else(|| error.to_string(), str::to_owned)
 }
 
 /// Why Redis could not be used, in words fit for `/readyz` and logs: the kind of failure and
