@@ -321,35 +321,15 @@ async fn the_promise_holds_under_kills_restarts_and_outages() {
     let kafka = MockKafka::start(TOPIC);
     let mut redis = OwnRedis::start_with_aof();
     let prefix = unique("chaos");
-    let mut gateways: Vec<Gateway> = (0..GATEWAYS)
-        .map(|i| {
-            let spool = std::env::temp_dir().join(format!("{prefix}-{i}.spool"));
-            Gateway::new(&[
-                "--kafka-brokers",
-                &kafka.brokers(),
-                "--redis-url",
-                &redis.url(),
-                "--redis-key-prefix",
-                &prefix,
-                "--delivery-timeout-ms",
-                &DELIVERY_TIMEOUT.as_millis().to_string(),
-                "--wait-timeout-ms",
-                &WAIT_TIMEOUT.as_millis().to_string(),
-                "--shutdown-grace-ms",
-                "10000",
-                "--failure-spool-path",
-                &spool.display().to_string(),
-                "--kafka-property",
-                &format!(
-                    "reconnect.backoff.max.ms={}",
-                    RECONNECT_BACKOFF_MAX.as_millis()
-                ),
-                // The takeover warnings are what this test reads.
-                "--log-filter",
-                "warn",
-            ])
-        })
-        .collect();
+    let brokers = kafka.brokers();
+    let fleet = Fleet {
+        brokers: &brokers,
+        redis: &redis.url(),
+        prefix: &prefix,
+        delivery_timeout: DELIVERY_TIMEOUT,
+        wait_timeout: WAIT_TIMEOUT,
+    };
+    let mut gateways = gateways(fleet, &["--shutdown-grace-ms", "10000"]);
     for gateway in &mut gateways {
         gateway.start();
     }
@@ -646,4 +626,60 @@ async fn the_promise_holds_under_kills_restarts_and_outages() {
         ),
     );
     assert!(broken.is_empty(), "broken promises:\n{}", broken.join("\n"));
+}
+
+/// How a scenario's gateways are set: Kafka, Redis, key prefix, and its own timeouts.
+struct Fleet<'a> {
+    brokers: &'a str,
+    redis: &'a str,
+    prefix: &'a str,
+    delivery_timeout: Duration,
+    wait_timeout: Duration,
+}
+
+/// The scenario's gateways, not started yet: a quick reconnect to a broker that was down, a
+/// spool each, and only warnings logged (the takeover warnings are what the scenarios read),
+/// plus `extra` flags.
+fn gateways(fleet: Fleet<'_>, extra: &[&str]) -> Vec<Gateway> {
+    let Fleet {
+        brokers,
+        redis,
+        prefix,
+        delivery_timeout,
+        wait_timeout,
+    } = fleet;
+    let (delivery, wait) = (
+        delivery_timeout.as_millis().to_string(),
+        wait_timeout.as_millis().to_string(),
+    );
+    let backoff = format!(
+        "reconnect.backoff.max.ms={}",
+        RECONNECT_BACKOFF_MAX.as_millis()
+    );
+    (0..GATEWAYS)
+        .map(|i| {
+            let spool = std::env::temp_dir().join(format!("{prefix}-{i}.spool"));
+            let spool = spool.display().to_string();
+            let mut args = vec![
+                "--kafka-brokers",
+                brokers,
+                "--redis-url",
+                redis,
+                "--redis-key-prefix",
+                prefix,
+                "--delivery-timeout-ms",
+                &delivery,
+                "--wait-timeout-ms",
+                &wait,
+                "--failure-spool-path",
+                &spool,
+                "--kafka-property",
+                &backoff,
+                "--log-filter",
+                "warn",
+            ];
+            args.extend_from_slice(extra);
+            Gateway::new(&args)
+        })
+        .collect()
 }

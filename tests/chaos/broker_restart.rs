@@ -43,32 +43,15 @@ async fn the_promise_holds_when_the_broker_restarts_empty_under_load() {
     create_topic(&broker.brokers(), TOPIC, PARTITIONS).await;
     let redis = OwnRedis::start();
     let prefix = unique("chaos-restart");
-    let mut gateways: Vec<Gateway> = (0..GATEWAYS)
-        .map(|i| {
-            let spool = std::env::temp_dir().join(format!("{prefix}-{i}.spool"));
-            Gateway::new(&[
-                "--kafka-brokers",
-                &broker.brokers(),
-                "--redis-url",
-                &redis.url(),
-                "--redis-key-prefix",
-                &prefix,
-                "--delivery-timeout-ms",
-                &DELIVERY_TIMEOUT.as_millis().to_string(),
-                "--wait-timeout-ms",
-                &WAIT_TIMEOUT.as_millis().to_string(),
-                "--failure-spool-path",
-                &spool.display().to_string(),
-                "--kafka-property",
-                &format!(
-                    "reconnect.backoff.max.ms={}",
-                    RECONNECT_BACKOFF_MAX.as_millis()
-                ),
-                "--log-filter",
-                "warn",
-            ])
-        })
-        .collect();
+    let brokers = broker.brokers();
+    let fleet = Fleet {
+        brokers: &brokers,
+        redis: &redis.url(),
+        prefix: &prefix,
+        delivery_timeout: DELIVERY_TIMEOUT,
+        wait_timeout: WAIT_TIMEOUT,
+    };
+    let mut gateways = gateways(fleet, &[]);
     for gateway in &mut gateways {
         gateway.start();
     }
