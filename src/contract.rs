@@ -110,6 +110,10 @@ pub(crate) enum ProblemCode {
     NotFound,
     MethodNotAllowed,
     Internal,
+    Unauthenticated,
+    TopicForbidden,
+    Forbidden,
+    RateLimited,
 }
 
 impl ProblemCode {
@@ -144,6 +148,10 @@ impl ProblemCode {
             NotFound => "not-found",
             MethodNotAllowed => "method-not-allowed",
             Internal => "internal",
+            Unauthenticated => "unauthenticated",
+            TopicForbidden => "topic-forbidden",
+            Forbidden => "forbidden",
+            RateLimited => "rate-limited",
         }
     }
 
@@ -157,13 +165,15 @@ impl ProblemCode {
             | InvalidJson
             | InvalidBody
             | InvalidQuery => 400,
-            TopicNotAuthorized => 403,
+            Unauthenticated => 401,
+            TopicNotAuthorized | TopicForbidden | Forbidden => 403,
             TopicNotFound | FailureNotFound | EventNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             BodyTimeout => 408,
             RequestInProgress | FailureNotOpen => 409,
             PayloadTooLarge | MessageTooLarge => 413,
             RecordRejected | IdempotencyKeyReused => 422,
+            RateLimited => 429,
             Internal => 500,
             Overloaded
             | KafkaUnavailable
@@ -203,6 +213,10 @@ impl ProblemCode {
             InvalidQuery => "Invalid query parameter",
             NotFound => "Not found",
             MethodNotAllowed => "Method not allowed",
+            Unauthenticated => "Missing or invalid credentials",
+            TopicForbidden => "This client may not publish to this topic",
+            Forbidden => "This client may not use this resource",
+            RateLimited => "Too many events from this client",
             Internal => "Internal error",
         }
     }

@@ -75,6 +75,7 @@ pub async fn run(
             .create_topic(&topic.name, topic.partitions, replication)
             .with_context(|| format!("could not create topic {}", topic.name))?;
     }
+    let args_open = !args.settings.auth.is_configured();
     let app = Application::build(Config {
         settings: args.settings,
         kafka_brokers: cluster.bootstrap_servers(),
@@ -95,6 +96,13 @@ pub async fn run(
     eprintln!();
     eprintln!("  listening on  http://{addr}   (API docs: http://{addr}/docs)");
     eprintln!("  topics        {}", topics.join(", "));
+    if args_open {
+        eprintln!(
+            "  auth          OFF: no credentials needed (give --auth-file or --jwt-* to try them)"
+        );
+    } else {
+        eprintln!("  auth          on: send Authorization: Bearer <API key or JWT>");
+    }
     eprintln!();
     tracing::warn!("ackgate dev keeps everything in memory; nothing survives a restart");
     let result = app.run_until(shutdown).await;

@@ -25,6 +25,7 @@
 //! serves until a shutdown signal, then drains and flushes.
 
 pub mod audit;
+pub mod auth;
 mod contract;
 pub mod dev;
 pub mod event;
@@ -39,6 +40,7 @@ pub mod settings;
 pub mod telemetry;
 #[cfg(test)]
 mod test_redis;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -111,6 +113,10 @@ impl Application {
             backend,
         } = config;
         settings.validate().map_err(anyhow::Error::msg)?;
+        let access = Arc::new(
+            auth::Access::new(&settings.auth, settings.max_in_flight)
+                .map_err(anyhow::Error::msg)?,
+        );
         let lifetimes = Lifetimes {
             lease: settings.lease(),
             grace: settings.takeover_grace(),
@@ -167,6 +173,7 @@ impl Application {
             .with_context(|| format!("could not listen on {}", settings.listen))?;
         let state = AppState {
             pipeline,
+            access,
             metrics: telemetry::metrics_handle(),
             body_limits: BodyLimits {
                 max_bytes: settings.max_body_bytes,
@@ -215,7 +222,11 @@ impl Application {
             failures,
             spool,
         } = self;
+        let reloading = reload_on_sighup(state.access.clone());
         self::warn_about_store(&state.pipeline).await;
+        if let Some(warning) = state.access.warning() {
+            tracing::warn!("{warning}");
+        }
         // The Prometheus recorder only drains its histogram samples on upkeep (or a scrape):
         // without this, memory grows with every request until /metrics is scraped.
         let upkeep = {
@@ -282,6 +293,7 @@ impl Application {
         }
         maintenance.abort();
         watchdog.abort();
+        reloading.abort();
         upkeep.abort();
         let _ = maintenance.await;
         if let Some(mirroring) = mirroring {
@@ -293,6 +305,39 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Reloads the auth file and the JWKS file on each SIGHUP. A file that does not load leaves the
+/// policy in force; requests in progress keep the principal they were given either way. The
+/// handler is installed before this returns: from then on SIGHUP no longer ends the process.
+fn reload_on_sighup(access: Arc<auth::Access>) -> tokio::task::JoinHandle<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let hangups = signal(SignalKind::hangup());
+        tokio::spawn(async move {
+            let Ok(mut hangups) = hangups else {
+                tracing::warn!("cannot listen for SIGHUP: the auth files are not reloadable");
+                return;
+            };
+            while hangups.recv().await.is_some() {
+                match access.reload() {
+                    Ok(()) => {
+                        metrics::counter!("ackgate_auth_reloads_total", "outcome" => "ok")
+                            .increment(1);
+                        tracing::info!("SIGHUP: auth settings reloaded");
+                    }
+                    Err(error) => {
+                        metrics::counter!("ackgate_auth_reloads_total", "outcome" => "failed")
+                            .increment(1);
+                        tracing::warn!(%error, "SIGHUP: auth settings not reloaded; the old ones stay");
+                    }
+                }
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(std::future::pending::<()>())
 }
 
 async fn warn_about_store(pipeline: &Pipeline) {

@@ -120,6 +120,11 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Secure by default: an open production gateway is an explicit choice.
+    args.settings
+        .auth
+        .refuse_open()
+        .map_err(anyhow::Error::msg)?;
     telemetry::init_tracing(args.settings.log_format, &args.settings.log_filter)?;
     let app = Application::build(Config {
         settings: args.settings,

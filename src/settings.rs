@@ -197,6 +197,10 @@ pub struct Settings {
     /// Log filter in `tracing` syntax, e.g. `info` or `ackgate=debug,rdkafka=warn`.
     #[arg(long, env = "ACKGATE_LOG", default_value = "info")]
     pub log_filter: String,
+
+    /// Who may call (README, "Identity and access").
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 impl Settings {

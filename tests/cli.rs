@@ -81,6 +81,7 @@ fn a_bad_setting_stops_start_up_with_one_clear_line() {
         let spool = std::env::temp_dir().join(format!("{}.spool", unique("cli")));
         let output = ackgate()
             .arg("serve")
+            .arg("--no-auth")
             .args(["--listen", "127.0.0.1:0"])
             // Never the default in the working directory: its lock would outlive the test.
             .args(["--failure-spool-path", &spool.display().to_string()])
@@ -125,6 +126,7 @@ async fn sigterm_drains_and_exits_zero() {
     let port = free_port();
     let mut child = ackgate()
         .arg("serve")
+        .arg("--no-auth")
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--kafka-brokers", &kafka_brokers()])
         .args(["--redis-url", &redis_url()])

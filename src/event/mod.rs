@@ -8,6 +8,7 @@
 mod parse;
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -90,9 +91,19 @@ impl fmt::Display for IdempotencyKey {
     }
 }
 
+/// Where an idempotency key lives: one principal's keys on one topic. Two clients that send the
+/// same key to the same topic name two different events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyScope<'a> {
+    pub(crate) principal: &'a str,
+    pub(crate) topic: &'a TopicName,
+}
+
 /// One event as the client sent it, ready to become one Kafka record.
 #[derive(Debug, Clone)]
 pub(crate) struct Event {
+    /// Who sent it: the principal whose idempotency keys, status and failure record it is.
+    pub(crate) principal: Arc<str>,
     pub(crate) topic: TopicName,
     pub(crate) idempotency_key: IdempotencyKey,
     /// The record key (`Kafka-Key`), if any.
@@ -105,6 +116,14 @@ pub(crate) struct Event {
 }
 
 impl Event {
+    /// The scope of its idempotency key.
+    pub(crate) fn scope(&self) -> KeyScope<'_> {
+        KeyScope {
+            principal: &self.principal,
+            topic: &self.topic,
+        }
+    }
+
     /// Every header of the Kafka record: the client's, then `content-type` and
     /// `idempotency-key`.
     pub(crate) fn record_headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
@@ -156,6 +175,7 @@ mod tests {
 
     fn event(value: &'static [u8]) -> Event {
         Event {
+            principal: "tests".into(),
             topic: TopicName::parse("orders").unwrap(),
             idempotency_key: IdempotencyKey::parse(b"k-1").unwrap(),
             key: None,

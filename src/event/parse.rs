@@ -6,6 +6,8 @@
 //! what is its own (how a header is spelled, how large a body may be, how long it may take to
 //! arrive); everything that makes an event valid is decided here, once.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::{CONTENT_TYPE_HEADER, Event, IDEMPOTENCY_KEY_HEADER, IdempotencyKey, TopicName};
@@ -29,6 +31,8 @@ impl<'a> From<Option<&'a [u8]>> for Single<'a> {
 /// The raw parts of one event, as a transport received them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct EventParts<'a> {
+    /// Who sends it (authenticated before anything is parsed).
+    pub(crate) principal: Arc<str>,
     pub(crate) topic: &'a str,
     pub(crate) idempotency_key: Single<'a>,
     /// The record key (`Kafka-Key`).
@@ -69,6 +73,7 @@ pub(crate) enum InvalidEvent {
 /// still on its way.
 #[derive(Debug)]
 pub(crate) struct EventHead {
+    principal: Arc<str>,
     topic: TopicName,
     idempotency_key: IdempotencyKey,
     key: Option<Bytes>,
@@ -108,6 +113,7 @@ impl EventParts<'_> {
             Single::Repeated => return Err(InvalidEvent::Repeated(CONTENT_TYPE_HEADER)),
         };
         Ok(EventHead {
+            principal: self.principal.clone(),
             topic,
             idempotency_key,
             key,
@@ -129,6 +135,7 @@ impl EventHead {
     /// The event, once its value is known: a value declared as JSON must parse.
     pub(crate) fn with_value(self, value: Bytes) -> Result<Event, InvalidEvent> {
         let EventHead {
+            principal,
             topic,
             idempotency_key,
             key,
@@ -142,6 +149,7 @@ impl EventHead {
                 .map_err(|error| InvalidEvent::Json(error.to_string()))?;
         }
         Ok(Event {
+            principal,
             topic,
             idempotency_key,
             key,
@@ -183,6 +191,7 @@ mod tests {
 
     fn parts(value: &'static [u8]) -> EventParts<'static> {
         EventParts {
+            principal: "tests".into(),
             topic: "orders",
             idempotency_key: Single::One(b"k-1"),
             value: Bytes::from_static(value),
@@ -202,6 +211,7 @@ mod tests {
     #[test]
     fn parses_every_part() {
         let event = Event::try_from(EventParts {
+            principal: "tests".into(),
             key: Single::One(b"customer-7"),
             headers: vec![("trace-id", b"abc")],
             content_type: Single::One(b"application/json"),
@@ -224,6 +234,7 @@ mod tests {
         let cases: Vec<(EventParts<'static>, InvalidEvent)> = vec![
             (
                 EventParts {
+                    principal: "tests".into(),
                     topic: "a/b",
                     ..parts(b"")
                 },
@@ -231,6 +242,7 @@ mod tests {
             ),
             (
                 EventParts {
+                    principal: "tests".into(),
                     idempotency_key: Single::Absent,
                     ..parts(b"")
                 },
@@ -238,6 +250,7 @@ mod tests {
             ),
             (
                 EventParts {
+                    principal: "tests".into(),
                     idempotency_key: Single::One(b"a b"),
                     ..parts(b"")
                 },
@@ -247,6 +260,7 @@ mod tests {
             ),
             (
                 EventParts {
+                    principal: "tests".into(),
                     headers: vec![("", b"x")],
                     ..parts(b"")
                 },
@@ -254,6 +268,7 @@ mod tests {
             ),
             (
                 EventParts {
+                    principal: "tests".into(),
                     headers: vec![("Idempotency-Key", b"x")],
                     ..parts(b"")
                 },
@@ -261,6 +276,7 @@ mod tests {
             ),
             (
                 EventParts {
+                    principal: "tests".into(),
                     headers: vec![("content-type", b"x")],
                     ..parts(b"")
                 },
@@ -268,6 +284,7 @@ mod tests {
             ),
             (
                 EventParts {
+                    principal: "tests".into(),
                     content_type: Single::One("tëxt".as_bytes()),
                     ..parts(b"")
                 },
@@ -275,6 +292,7 @@ mod tests {
             ),
             (
                 EventParts {
+                    principal: "tests".into(),
                     key: Single::Repeated,
                     ..parts(b"")
                 },
@@ -283,6 +301,7 @@ mod tests {
             // The order is part of the contract: the topic is checked before the key.
             (
                 EventParts {
+                    principal: "tests".into(),
                     topic: "",
                     idempotency_key: Single::Repeated,
                     ..parts(b"")
@@ -291,6 +310,7 @@ mod tests {
             ),
             (
                 EventParts {
+                    principal: "tests".into(),
                     idempotency_key: Single::Absent,
                     key: Single::Repeated,
                     ..parts(b"")
@@ -302,6 +322,7 @@ mod tests {
             assert_eq!(Event::try_from(parts).unwrap_err(), expected);
         }
         let not_json = EventParts {
+            principal: "tests".into(),
             content_type: Single::One(b"application/json"),
             ..parts(b"{")
         };
@@ -315,6 +336,7 @@ mod tests {
     fn json_is_checked_only_when_declared() {
         assert!(Event::try_from(parts(b"{")).is_ok());
         let text = EventParts {
+            principal: "tests".into(),
             content_type: Single::One(b"text/plain"),
             ..parts(b"{")
         };

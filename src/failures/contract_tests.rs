@@ -58,6 +58,7 @@ async fn insert_then_get_returns_the_whole_record(store: &dyn FailureStore) {
     let full = FailureRecord {
         state: FailureState::Resolved,
         event: StoredEvent {
+            principal: "tests".into(),
             key: Some(Payload::Base64("AP8Q".to_owned())),
             headers: vec![
                 StoredHeader {
@@ -94,6 +95,7 @@ async fn insert_then_get_returns_the_whole_record(store: &dyn FailureStore) {
     };
     let minimal = FailureRecord {
         event: StoredEvent {
+            principal: "tests".into(),
             key: None,
             headers: vec![],
             content_type: None,
@@ -520,6 +522,7 @@ fn record(id: Ulid, topic: &str, state: FailureState) -> FailureRecord {
         state,
         created_at: "2025-01-01T00:00:00Z".to_owned(),
         event: StoredEvent {
+            principal: "tests".into(),
             topic: topic.to_owned(),
             idempotency_key: format!("key-{id}"),
             key: Some(Payload::Utf8("customer-42".to_owned())),

@@ -63,6 +63,10 @@ pub(crate) struct StoredHeader {
 /// The event exactly as it was to be published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub(crate) struct StoredEvent {
+    /// The principal that sent it: its idempotency key is scoped by it, and it may read this
+    /// record. Records kept before access control belong to `anonymous`.
+    #[serde(default = "anonymous")]
+    pub principal: String,
     pub topic: String,
     pub idempotency_key: String,
     /// The record key (`Kafka-Key`), if any.
@@ -76,6 +80,7 @@ pub(crate) struct StoredEvent {
 impl From<&Event> for StoredEvent {
     fn from(event: &Event) -> Self {
         StoredEvent {
+            principal: event.principal.to_string(),
             topic: event.topic.to_string(),
             idempotency_key: event.idempotency_key.to_string(),
             key: event.key.as_deref().map(Payload::new),
@@ -93,10 +98,15 @@ impl From<&Event> for StoredEvent {
     }
 }
 
+fn anonymous() -> String {
+    crate::auth::ANONYMOUS.to_owned()
+}
+
 impl StoredEvent {
     /// The event again, exactly as it was first to be published.
     pub(crate) fn to_event(&self) -> Result<Event, String> {
         Ok(Event {
+            principal: self.principal.as_str().into(),
             topic: TopicName::parse(&self.topic)?,
             idempotency_key: IdempotencyKey::parse(self.idempotency_key.as_bytes())?,
             key: self.key.as_ref().map(Payload::to_bytes).transpose()?,

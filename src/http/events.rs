@@ -9,14 +9,15 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::error::ApiError;
 use super::{AppState, render, request};
+use crate::auth::Principal;
 use crate::contract::{Accepted, EventStatus, Persisted, Problem, ProblemCode};
-use crate::event::{IdempotencyKey, TopicName};
+use crate::event::{IdempotencyKey, KeyScope, TopicName};
 use crate::idempotency::{KeyStatus, Settlement};
 use crate::pipeline::Refusal;
 
@@ -60,6 +61,7 @@ use crate::pipeline::Refusal;
 )]
 pub(crate) async fn publish_event(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     topic: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -67,7 +69,7 @@ pub(crate) async fn publish_event(
     let span = tracing::Span::current();
     let Path(topic) = topic
         .map_err(|_| ApiError::new(ProblemCode::InvalidTopic, "The topic is not valid UTF-8."))?;
-    let event = match request::event(&topic, &headers, body, state.body_limits).await {
+    let event = match request::event(&principal, &topic, &headers, body, state.body_limits).await {
         Ok(event) => event,
         Err(error) => {
             span.record("outcome", error.code());
@@ -99,6 +101,7 @@ pub(crate) async fn publish_event(
 )]
 pub(crate) async fn event_status(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<EventStatus>, ApiError> {
     let Path((topic, key)) =
@@ -108,7 +111,11 @@ pub(crate) async fn event_status(
     })?;
     let key = IdempotencyKey::parse(key.as_bytes())
         .map_err(|why| ApiError::new(ProblemCode::InvalidIdempotencyKey, format!("{why}.")))?;
-    let status = state.pipeline.status(&topic, &key).await.map_err(|error| {
+    let scope = KeyScope {
+        principal: principal.name(),
+        topic: &topic,
+    };
+    let status = state.pipeline.status(scope, &key).await.map_err(|error| {
         tracing::error!(
             error = &error as &dyn std::error::Error,
             "status lookup failed"

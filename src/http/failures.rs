@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::ApiError;
 use super::render;
+use crate::auth::Principal;
 use crate::contract::{Problem, ProblemCode};
 use crate::failures::{FailureFilter, FailurePage, FailureRecord, FailureState};
 use crate::pipeline::{OperatorError, RetryOutcome};
@@ -38,7 +39,8 @@ pub(crate) struct ListQuery {
 /// Who retries, optionally.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct RetryRequest {
-    /// Who acts, for the record (default `operator`).
+    /// Only with authentication off: who acts, for the record (default `operator`). With
+    /// authentication, the record names the operator's principal and this is ignored.
     by: Option<String>,
 }
 
@@ -47,7 +49,8 @@ pub(crate) struct RetryRequest {
 pub(crate) struct DiscardRequest {
     /// Required: why the event will not be published.
     reason: String,
-    /// Who acts, for the record (default `operator`).
+    /// Only with authentication off: who acts, for the record (default `operator`). With
+    /// authentication, the record names the operator's principal and this is ignored.
     by: Option<String>,
 }
 
@@ -118,16 +121,30 @@ pub(crate) async fn list_failures(
     ))]
 pub(crate) async fn get_failure(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<FailureRecord>, ApiError> {
-    let id = failure_id(path)?;
+    // Anyone but an operator learns only of its own records: a missing record and another
+    // client's both answer 403, so ids cannot be probed.
+    let refuse = |missing: ApiError| {
+        if principal.is_operator() {
+            missing
+        } else {
+            super::auth::forbidden()
+        }
+    };
+    let id = failure_id(path).map_err(refuse)?;
     // Ids are ULIDs; anything else cannot name a record, so don't ask the store.
     if ulid::Ulid::from_string(&id).is_err() {
-        return Err(not_found());
+        return Err(refuse(not_found()));
     }
     match state.pipeline.failure(&id).await {
-        Ok(Some(record)) => Ok(Json(record)),
-        Ok(None) => Err(not_found()),
+        Ok(Some(record))
+            if principal.is_operator() || record.event.principal == principal.name() =>
+        {
+            Ok(Json(record))
+        }
+        Ok(_) => Err(refuse(not_found())),
         Err(error) => {
             tracing::error!(
                 error = &error as &dyn std::error::Error,
@@ -161,6 +178,7 @@ pub(crate) async fn get_failure(
     ))]
 pub(crate) async fn retry_failure(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -175,7 +193,7 @@ pub(crate) async fn retry_failure(
             )
         })?
     };
-    let by = request.by.unwrap_or_else(|| "operator".to_owned());
+    let by = acting(&state, &principal, request.by);
     match state.pipeline.retry_failure(&id, &by).await {
         Ok(RetryOutcome::Resolved(record)) => Ok(Json(*record).into_response()),
         Ok(RetryOutcome::Failed(failure)) => Ok(render::failure(&failure)),
@@ -196,6 +214,7 @@ pub(crate) async fn retry_failure(
     ))]
 pub(crate) async fn discard_failure(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<FailureRecord>, ApiError> {
@@ -212,13 +231,23 @@ pub(crate) async fn discard_failure(
             "The reason must not be empty.",
         ));
     }
-    let by = request.by.unwrap_or_else(|| "operator".to_owned());
+    let by = acting(&state, &principal, request.by);
     state
         .pipeline
         .discard_failure(&id, &by, &request.reason)
         .await
         .map(Json)
         .map_err(operator_error)
+}
+
+/// Who the resolution names: the principal, unless authentication is off (then the body's
+/// `by`, else `operator`).
+fn acting(state: &AppState, principal: &Principal, by: Option<String>) -> String {
+    if state.access.is_open() {
+        by.unwrap_or_else(|| "operator".to_owned())
+    } else {
+        principal.name().to_owned()
+    }
 }
 
 fn operator_error(error: OperatorError) -> ApiError {

@@ -89,6 +89,9 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
     if producer_fatal {
         warnings.push("the Kafka producer hit a fatal error".to_owned());
     }
+    if let Some(warning) = state.access.warning() {
+        warnings.push(warning.to_owned());
+    }
     let ready = redis.status == "ok" && kafka.status == "ok";
     let status = if ready {
         StatusCode::OK

@@ -12,6 +12,7 @@
 //! [`router`] merges them under the layers every request shares (request id, trace span,
 //! panic catching, request metrics).
 
+mod auth;
 mod error;
 mod events;
 mod failures;
@@ -51,6 +52,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// reference count rather than one per field.
 pub(crate) struct AppState {
     pub(crate) pipeline: Pipeline,
+    /// Who may call, and each client's limits.
+    pub(crate) access: Arc<crate::auth::Access>,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) body_limits: BodyLimits,
     /// Most event requests in progress at once.
@@ -131,6 +134,7 @@ pub(crate) fn router(state: AppState) -> Router {
                         method = %request.method(),
                         route,
                         request_id,
+                        principal = tracing::field::Empty,
                         topic = tracing::field::Empty,
                         outcome = tracing::field::Empty,
                     )
@@ -162,26 +166,48 @@ fn client_routes(state: Arc<AppState>) -> Router {
         }))
         .load_shed()
         .concurrency_limit(state.max_in_flight);
+    let guard_publish = middleware::from_fn_with_state(state.clone(), auth::guard_publish);
     Router::new()
         .route(
             "/v1/topics/{topic}/events",
-            post(events::publish_event).layer(in_flight_cap),
+            post(events::publish_event)
+                .layer(in_flight_cap)
+                .layer(guard_publish),
         )
         .route(
             "/v1/topics/{topic}/events/{idempotency_key}",
             get(events::event_status),
         )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-/// The operator's loop over failure records.
+/// The operator's loop over failure records. Reading one record is also open to the principal
+/// whose event it holds (checked in the handler); everything else is for operators.
 fn operator_routes(state: Arc<AppState>) -> Router {
+    let operator_only = middleware::from_fn(auth::operator_only);
     Router::new()
-        .route("/v1/failures", get(failures::list_failures))
+        .route(
+            "/v1/failures",
+            get(failures::list_failures).layer(operator_only.clone()),
+        )
         .route("/v1/failures/{id}", get(failures::get_failure))
-        .route("/v1/failures/{id}/retry", post(failures::retry_failure))
-        .route("/v1/failures/{id}/discard", post(failures::discard_failure))
+        .route(
+            "/v1/failures/{id}/retry",
+            post(failures::retry_failure).layer(operator_only.clone()),
+        )
+        .route(
+            "/v1/failures/{id}/discard",
+            post(failures::discard_failure).layer(operator_only),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use super::error::ApiError;
+use crate::auth::Principal;
 use crate::contract::ProblemCode;
 use crate::event::{Event, EventParts, InvalidEvent, Single};
 
@@ -34,6 +35,7 @@ pub(crate) struct BodyLimits {
 
 /// Validates everything the client sent and builds the event.
 pub(super) async fn event(
+    principal: &Principal,
     topic: &str,
     headers: &HeaderMap,
     body: Body,
@@ -48,6 +50,7 @@ pub(super) async fn event(
         })
         .collect();
     let parts = EventParts {
+        principal: principal.shared_name().clone(),
         topic,
         idempotency_key: single(headers, IDEMPOTENCY_KEY),
         key: single(headers, KAFKA_KEY),

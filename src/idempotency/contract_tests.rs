@@ -12,7 +12,7 @@ use super::{
     Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, MemoryStore, Position, RedisStore,
     Settlement, StoredAnswer,
 };
-use crate::event::{IdempotencyKey, TopicName};
+use crate::event::{IdempotencyKey, KeyScope, TopicName};
 
 /// Lifetimes long enough that nothing expires during a test.
 const LONG: Lifetimes = Lifetimes {
@@ -82,7 +82,7 @@ mod leases;
 
 async fn a_fresh_key_is_claimed(store: &dyn IdempotencyStore) {
     let (topic, key) = (topic("orders"), key("k-1"));
-    assert_eq!(store.status(&topic, &key).await.unwrap(), None);
+    assert_eq!(store.status(scoped(&topic), &key).await.unwrap(), None);
     assert_eq!(
         claim(store, &key, FP, "a").await,
         Claim::Claimed {
@@ -91,7 +91,7 @@ async fn a_fresh_key_is_claimed(store: &dyn IdempotencyStore) {
         }
     );
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::InFlight)
     );
 }
@@ -101,7 +101,7 @@ async fn a_second_claim_in_flight_conflicts(store: &dyn IdempotencyStore) {
     claim(store, &key, FP, "a").await;
     for claimant in [Claimant::Client, Claimant::Operator] {
         let claim = store
-            .claim(&topic("orders"), &key, FP, "b", claimant)
+            .claim(scoped(&topic("orders")), &key, FP, "b", claimant)
             .await
             .unwrap();
         let (retry_after, accepted) = in_flight(claim);
@@ -118,24 +118,36 @@ async fn a_second_claim_in_flight_conflicts(store: &dyn IdempotencyStore) {
 async fn only_the_owner_marks_accepted(store: &dyn IdempotencyStore) {
     let (topic, key) = (topic("orders"), key("k-1"));
     claim(store, &key, FP, "a").await;
-    store.mark_accepted(&topic, &key, "b").await.unwrap();
+    store
+        .mark_accepted(scoped(&topic), &key, "b")
+        .await
+        .unwrap();
     assert!(!in_flight(claim(store, &key, FP, "c").await).1);
-    store.mark_accepted(&topic, &key, "a").await.unwrap();
+    store
+        .mark_accepted(scoped(&topic), &key, "a")
+        .await
+        .unwrap();
     let (retry_after, accepted) = in_flight(claim(store, &key, FP, "c").await);
     assert!(accepted);
     assert!(!retry_after.is_zero() && retry_after <= LONG.lease);
     // Once settled, the mark is history: a late mark neither hides the answer nor errs.
     let done = answer(Settlement::Done);
     assert!(settle(store, &key, "a", &done).await);
-    store.mark_accepted(&topic, &key, "a").await.unwrap();
+    store
+        .mark_accepted(scoped(&topic), &key, "a")
+        .await
+        .unwrap();
     assert_eq!(claim(store, &key, FP, "c").await, Claim::Replay(done));
     // Marking a key that has no record creates none.
     store
-        .mark_accepted(&topic, &self::key("none"), "a")
+        .mark_accepted(scoped(&topic), &self::key("none"), "a")
         .await
         .unwrap();
     assert_eq!(
-        store.status(&topic, &self::key("none")).await.unwrap(),
+        store
+            .status(scoped(&topic), &self::key("none"))
+            .await
+            .unwrap(),
         None
     );
 }
@@ -158,16 +170,19 @@ async fn another_event_is_a_mismatch_in_every_state(store: &dyn IdempotencyStore
                 key
             }
         };
-        let before = store.status(&topic("orders"), &key).await.unwrap();
+        let before = store.status(scoped(&topic("orders")), &key).await.unwrap();
         for claimant in [Claimant::Client, Claimant::Operator] {
             let claim = store
-                .claim(&topic("orders"), &key, OTHER_FP, "b", claimant)
+                .claim(scoped(&topic("orders")), &key, OTHER_FP, "b", claimant)
                 .await
                 .unwrap();
             assert_eq!(claim, Claim::Mismatch, "{settlement:?} {claimant:?}");
         }
         // A mismatch changes nothing.
-        assert_eq!(store.status(&topic("orders"), &key).await.unwrap(), before);
+        assert_eq!(
+            store.status(scoped(&topic("orders")), &key).await.unwrap(),
+            before
+        );
     }
     // Nor did the mismatches take the in-flight key from its owner.
     assert!(settle(store, &in_flight, "a", &answer(Settlement::Done)).await);
@@ -178,7 +193,7 @@ async fn only_the_owner_settles_and_only_once(store: &dyn IdempotencyStore) {
     claim(store, &key, FP, "a").await;
     assert!(!settle(store, &key, "b", &answer(Settlement::Done)).await);
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::InFlight)
     );
     assert!(matches!(
@@ -195,7 +210,7 @@ async fn only_the_owner_settles_and_only_once(store: &dyn IdempotencyStore) {
     assert!(!settle(store, &key, "a", &second).await, "settled twice");
     assert!(!settle(store, &key, "b", &second).await);
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::Settled(first.clone()))
     );
     assert_eq!(claim(store, &key, FP, "c").await, Claim::Replay(first));
@@ -203,7 +218,7 @@ async fn only_the_owner_settles_and_only_once(store: &dyn IdempotencyStore) {
     // Settling a key that was never claimed is refused and creates nothing.
     let unknown = self::key("unknown");
     assert!(!settle(store, &unknown, "a", &answer(Settlement::Done)).await);
-    assert_eq!(store.status(&topic, &unknown).await.unwrap(), None);
+    assert_eq!(store.status(scoped(&topic), &unknown).await.unwrap(), None);
 }
 
 async fn a_done_key_replays_its_answer(store: &dyn IdempotencyStore) {
@@ -218,7 +233,7 @@ async fn a_done_key_replays_its_answer(store: &dyn IdempotencyStore) {
         assert!(settle(store, &key, "a", &done).await);
         for claimant in [Claimant::Client, Claimant::Operator, Claimant::Client] {
             let claim = store
-                .claim(&topic("orders"), &key, FP, "b", claimant)
+                .claim(scoped(&topic("orders")), &key, FP, "b", claimant)
                 .await
                 .unwrap();
             assert_eq!(claim, Claim::Replay(done.clone()), "{name} {claimant:?}");
@@ -239,7 +254,7 @@ async fn a_failed_key_replays_until_an_operator_reclaims_it(store: &dyn Idempote
     }
 
     let reclaimed = store
-        .claim(&topic, &key, FP, "operator", Claimant::Operator)
+        .claim(scoped(&topic), &key, FP, "operator", Claimant::Operator)
         .await
         .unwrap();
     assert_eq!(
@@ -250,7 +265,7 @@ async fn a_failed_key_replays_until_an_operator_reclaims_it(store: &dyn Idempote
         }
     );
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::InFlight)
     );
     // The operator's claim is a fresh in-flight one: clients wait, the old owner is out.
@@ -268,7 +283,7 @@ async fn a_released_key_is_claimed_again(store: &dyn IdempotencyStore) {
     let released = answer(Settlement::Released);
     assert!(settle(store, &key, "a", &released).await);
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::Settled(released.clone()))
     );
 
@@ -280,7 +295,7 @@ async fn a_released_key_is_claimed_again(store: &dyn IdempotencyStore) {
         }
     );
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::InFlight)
     );
     assert!(!settle(store, &key, "a", &answer(Settlement::Done)).await);
@@ -288,7 +303,7 @@ async fn a_released_key_is_claimed_again(store: &dyn IdempotencyStore) {
 
     // An operator's claim reclaims a released key just the same, and attempts keep counting.
     let third = store
-        .claim(&topic, &key, FP, "operator", Claimant::Operator)
+        .claim(scoped(&topic), &key, FP, "operator", Claimant::Operator)
         .await
         .unwrap();
     assert_eq!(
@@ -303,18 +318,21 @@ async fn a_released_key_is_claimed_again(store: &dyn IdempotencyStore) {
 
 async fn status_reports_what_was_settled(store: &dyn IdempotencyStore) {
     let topic = topic("orders");
-    assert_eq!(store.status(&topic, &key("unknown")).await.unwrap(), None);
+    assert_eq!(
+        store.status(scoped(&topic), &key("unknown")).await.unwrap(),
+        None
+    );
     for settlement in [Settlement::Done, Settlement::Failed, Settlement::Released] {
         let key = key(settlement.as_str());
         claim(store, &key, FP, "a").await;
         assert_eq!(
-            store.status(&topic, &key).await.unwrap(),
+            store.status(scoped(&topic), &key).await.unwrap(),
             Some(KeyStatus::InFlight)
         );
         let answer = answer(settlement);
         assert!(settle(store, &key, "a", &answer).await);
         assert_eq!(
-            store.status(&topic, &key).await.unwrap(),
+            store.status(scoped(&topic), &key).await.unwrap(),
             Some(KeyStatus::Settled(answer)),
             "{settlement:?}"
         );
@@ -354,7 +372,7 @@ async fn odd_bodies_and_long_keys_round_trip(store: &dyn IdempotencyStore) {
                 "body {i}, key {key}"
             );
             assert_eq!(
-                store.status(&topic("orders"), &key).await.unwrap(),
+                store.status(scoped(&topic("orders")), &key).await.unwrap(),
                 Some(KeyStatus::Settled(answer)),
                 "body {i}, key {key}"
             );
@@ -366,7 +384,13 @@ async fn keys_are_scoped_by_topic(store: &dyn IdempotencyStore) {
     let key = key("k-1");
     claim(store, &key, FP, "a").await;
     let other = store
-        .claim(&topic("payments"), &key, OTHER_FP, "b", Claimant::Client)
+        .claim(
+            scoped(&topic("payments")),
+            &key,
+            OTHER_FP,
+            "b",
+            Claimant::Client,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -377,7 +401,7 @@ async fn keys_are_scoped_by_topic(store: &dyn IdempotencyStore) {
         }
     );
     assert_eq!(
-        store.status(&topic("refunds"), &key).await.unwrap(),
+        store.status(scoped(&topic("refunds")), &key).await.unwrap(),
         None,
         "a topic without the key"
     );
@@ -389,7 +413,7 @@ async fn concurrent_claims_and_settles_have_one_winner(store: &dyn IdempotencySt
     let claims = futures::future::join_all(
         owners
             .iter()
-            .map(|owner| store.claim(&topic, &key, FP, owner, Claimant::Client)),
+            .map(|owner| store.claim(scoped(&topic), &key, FP, owner, Claimant::Client)),
     )
     .await;
     let claims: Vec<Claim> = claims.into_iter().map(Result::unwrap).collect();
@@ -419,7 +443,7 @@ async fn concurrent_claims_and_settles_have_one_winner(store: &dyn IdempotencySt
     let settled = futures::future::join_all(
         owners
             .iter()
-            .map(|owner| store.settle(&topic, &key, owner, &done)),
+            .map(|owner| store.settle(scoped(&topic), &key, owner, &done)),
     )
     .await;
     let settled: Vec<&String> = owners
@@ -443,6 +467,14 @@ async fn health_answers(store: &dyn IdempotencyStore) {
 const FP: &str = "fingerprint-of-the-event";
 const OTHER_FP: &str = "fingerprint-of-another-event";
 
+/// Keys of the tests' principal on `topic`.
+fn scoped(topic: &TopicName) -> KeyScope<'_> {
+    KeyScope {
+        principal: "tests",
+        topic,
+    }
+}
+
 fn topic(name: &str) -> TopicName {
     TopicName::parse(name).unwrap()
 }
@@ -454,7 +486,7 @@ fn key(name: &str) -> IdempotencyKey {
 /// A client's claim on `orders`.
 async fn claim(store: &dyn IdempotencyStore, key: &IdempotencyKey, fp: &str, owner: &str) -> Claim {
     store
-        .claim(&topic("orders"), key, fp, owner, Claimant::Client)
+        .claim(scoped(&topic("orders")), key, fp, owner, Claimant::Client)
         .await
         .unwrap()
 }
@@ -467,7 +499,7 @@ async fn settle(
     answer: &StoredAnswer,
 ) -> bool {
     store
-        .settle(&topic("orders"), key, owner, answer)
+        .settle(scoped(&topic("orders")), key, owner, answer)
         .await
         .unwrap()
 }

@@ -14,7 +14,7 @@ use super::{
     Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Renewal, Settlement, StoreError,
     StoreHealth, StoredAnswer,
 };
-use crate::event::{IdempotencyKey, TopicName};
+use crate::event::{IdempotencyKey, KeyScope, TopicName};
 
 #[derive(Debug)]
 struct Record {
@@ -37,7 +37,9 @@ impl Record {
     }
 }
 
-type Records = HashMap<(TopicName, IdempotencyKey), Record>;
+/// Records by principal, topic and key.
+type Slot = (String, TopicName, IdempotencyKey);
+type Records = HashMap<Slot, Record>;
 
 /// An in-memory store with the same semantics as [`super::RedisStore`].
 #[derive(Debug)]
@@ -71,14 +73,18 @@ impl MemoryStore {
     }
 }
 
+fn slot(scope: KeyScope<'_>, key: &IdempotencyKey) -> Slot {
+    (scope.principal.to_owned(), scope.topic.clone(), key.clone())
+}
+
 fn live<'a>(
     records: &'a mut Records,
-    topic: &TopicName,
+    scope: KeyScope<'_>,
     key: &IdempotencyKey,
     now: Instant,
 ) -> Option<&'a mut Record> {
     records
-        .get_mut(&(topic.clone(), key.clone()))
+        .get_mut(&slot(scope, key))
         .filter(|r| r.is_live(now))
 }
 
@@ -86,7 +92,7 @@ fn live<'a>(
 impl IdempotencyStore for MemoryStore {
     async fn claim(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
         owner: &str,
@@ -94,9 +100,9 @@ impl IdempotencyStore for MemoryStore {
     ) -> Result<Claim, StoreError> {
         let Lifetimes { lease, grace, ttl } = self.lifetimes;
         Ok(self.with_records(|records, now| {
-            let Some(record) = live(records, topic, key, now) else {
+            let Some(record) = live(records, scope, key, now) else {
                 records.insert(
-                    (topic.clone(), key.clone()),
+                    slot(scope, key),
                     Record {
                         fingerprint: fingerprint.to_owned(),
                         owner: owner.to_owned(),
@@ -165,12 +171,12 @@ impl IdempotencyStore for MemoryStore {
 
     async fn mark_accepted(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<(), StoreError> {
         self.with_records(|records, now| {
-            if let Some(record) = live(records, topic, key, now)
+            if let Some(record) = live(records, scope, key, now)
                 && record.owner == owner
                 && record.settled.is_none()
             {
@@ -182,11 +188,11 @@ impl IdempotencyStore for MemoryStore {
 
     async fn status(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
     ) -> Result<Option<KeyStatus>, StoreError> {
         Ok(self.with_records(|records, now| {
-            live(records, topic, key, now).map(|record| match &record.settled {
+            live(records, scope, key, now).map(|record| match &record.settled {
                 None => KeyStatus::InFlight,
                 Some(answer) => KeyStatus::Settled(answer.clone()),
             })
@@ -195,14 +201,14 @@ impl IdempotencyStore for MemoryStore {
 
     async fn settle(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
         answer: &StoredAnswer,
     ) -> Result<bool, StoreError> {
         let ttl = self.lifetimes.ttl;
         Ok(
-            self.with_records(|records, now| match live(records, topic, key, now) {
+            self.with_records(|records, now| match live(records, scope, key, now) {
                 Some(record) if record.owner == owner => match &record.settled {
                     None => {
                         record.settled = Some(answer.clone());
@@ -222,13 +228,13 @@ impl IdempotencyStore for MemoryStore {
 
     async fn renew(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<Renewal, StoreError> {
         let Lifetimes { lease, ttl, .. } = self.lifetimes;
         Ok(
-            self.with_records(|records, now| match live(records, topic, key, now) {
+            self.with_records(|records, now| match live(records, scope, key, now) {
                 Some(record) if record.owner == owner && record.settled.is_none() => {
                     record.lease_until = now + lease;
                     record.suspect_since = None;
@@ -243,13 +249,13 @@ impl IdempotencyStore for MemoryStore {
 
     async fn unpin(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
     ) -> Result<bool, StoreError> {
         let ttl = self.lifetimes.ttl;
         Ok(
-            self.with_records(|records, now| match live(records, topic, key, now) {
+            self.with_records(|records, now| match live(records, scope, key, now) {
                 Some(record)
                     if record.fingerprint == fingerprint
                         && record.settled.as_ref().map(|a| a.settlement)

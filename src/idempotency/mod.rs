@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::event::{IdempotencyKey, TopicName};
+use crate::event::{IdempotencyKey, KeyScope};
 
 pub(crate) use self::memory::MemoryStore;
 pub(crate) use self::redis::RedisStore;
@@ -176,7 +176,7 @@ pub(crate) trait IdempotencyStore: Send + Sync + 'static {
     /// Atomically claims `key` for `owner`, or reports why not.
     async fn claim(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
         owner: &str,
@@ -187,7 +187,7 @@ pub(crate) trait IdempotencyStore: Send + Sync + 'static {
     /// answer instead of 409.
     async fn mark_accepted(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<(), StoreError>;
@@ -195,7 +195,7 @@ pub(crate) trait IdempotencyStore: Send + Sync + 'static {
     /// The current state of a key, if it has a record.
     async fn status(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
     ) -> Result<Option<KeyStatus>, StoreError>;
 
@@ -205,7 +205,7 @@ pub(crate) trait IdempotencyStore: Send + Sync + 'static {
     /// expiry); any other lives for the TTL.
     async fn settle(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
         answer: &StoredAnswer,
@@ -215,7 +215,7 @@ pub(crate) trait IdempotencyStore: Send + Sync + 'static {
     /// clears any suspicion a claim raised while the lease was out.
     async fn renew(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<Renewal, StoreError>;
@@ -224,7 +224,7 @@ pub(crate) trait IdempotencyStore: Send + Sync + 'static {
     /// now on it lives for the normal TTL. Returns whether such a key was found.
     async fn unpin(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
     ) -> Result<bool, StoreError>;

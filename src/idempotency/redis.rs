@@ -12,7 +12,7 @@ use super::{
     Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Position, Renewal, Settlement,
     StoreError, StoreHealth, StoredAnswer,
 };
-use crate::event::{IdempotencyKey, TopicName};
+use crate::event::{IdempotencyKey, KeyScope};
 
 /// KEYS[1] record; ARGV: owner, fingerprint, lease_ms, ttl_ms, operator ('1' or '0'), grace_ms.
 /// Returns {'claimed', attempt, took_over} | {'replay', state, status, body, position}
@@ -158,9 +158,28 @@ impl RedisStore {
         }
     }
 
-    /// `<prefix>:idem:<topic>:<key>`; a topic name cannot contain `:`, so this is unambiguous.
-    fn record_key(&self, topic: &TopicName, key: &IdempotencyKey) -> String {
-        format!("{}:idem:{}:{}", self.prefix, topic, key)
+    /// `<prefix>:idem:<principal>:<topic>:<key>`. The principal is percent-encoded beyond
+    /// `[A-Za-z0-9._@-]` (a JWT subject may hold anything, `:` and `%` included) and a topic
+    /// name cannot contain `:`, so no two scopes share a key.
+    fn record_key(&self, scope: KeyScope<'_>, key: &IdempotencyKey) -> String {
+        use std::fmt::Write;
+        let mut record_key = String::with_capacity(
+            self.prefix.len() + scope.principal.len() + scope.topic.as_str().len() + 64,
+        );
+        record_key.push_str(&self.prefix);
+        record_key.push_str(":idem:");
+        for byte in scope.principal.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'@' | b'-') {
+                record_key.push(char::from(byte));
+            } else {
+                let _ = write!(record_key, "%{byte:02X}");
+            }
+        }
+        record_key.push(':');
+        record_key.push_str(scope.topic.as_str());
+        record_key.push(':');
+        record_key.push_str(key.as_str());
+        record_key
     }
 }
 
@@ -168,7 +187,7 @@ impl RedisStore {
 impl IdempotencyStore for RedisStore {
     async fn claim(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
         owner: &str,
@@ -176,7 +195,7 @@ impl IdempotencyStore for RedisStore {
     ) -> Result<Claim, StoreError> {
         let reply: Vec<String> = self
             .claim
-            .key(self.record_key(topic, key))
+            .key(self.record_key(scope, key))
             .arg(owner)
             .arg(fingerprint)
             .arg(self.lifetimes.lease.as_millis() as u64)
@@ -195,7 +214,7 @@ impl IdempotencyStore for RedisStore {
 
     async fn settle(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
         answer: &StoredAnswer,
@@ -206,7 +225,7 @@ impl IdempotencyStore for RedisStore {
             .unwrap_or_default();
         let settled: i64 = self
             .settle
-            .key(self.record_key(topic, key))
+            .key(self.record_key(scope, key))
             .arg(owner)
             .arg(answer.settlement.as_str())
             .arg(answer.status)
@@ -221,13 +240,13 @@ impl IdempotencyStore for RedisStore {
 
     async fn mark_accepted(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<(), StoreError> {
         let _: i64 = self
             .accept
-            .key(self.record_key(topic, key))
+            .key(self.record_key(scope, key))
             .arg(owner)
             .invoke_async(&mut self.conn.clone())
             .await
@@ -237,12 +256,12 @@ impl IdempotencyStore for RedisStore {
 
     async fn status(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
     ) -> Result<Option<KeyStatus>, StoreError> {
         type Fields = (Option<String>, Option<u16>, Option<String>, Option<String>);
         let (state, status, body, position): Fields = redis::cmd("HMGET")
-            .arg(self.record_key(topic, key))
+            .arg(self.record_key(scope, key))
             .arg(&["state", "status", "body", "pos"])
             .query_async(&mut self.conn.clone())
             .await
@@ -264,13 +283,13 @@ impl IdempotencyStore for RedisStore {
 
     async fn renew(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<Renewal, StoreError> {
         let reply: String = self
             .renew
-            .key(self.record_key(topic, key))
+            .key(self.record_key(scope, key))
             .arg(owner)
             .arg(self.lifetimes.lease.as_millis() as u64)
             .arg(self.lifetimes.ttl.as_millis() as u64)
@@ -289,13 +308,13 @@ impl IdempotencyStore for RedisStore {
 
     async fn unpin(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
     ) -> Result<bool, StoreError> {
         let unpinned: i64 = self
             .unpin
-            .key(self.record_key(topic, key))
+            .key(self.record_key(scope, key))
             .arg(fingerprint)
             .arg(self.lifetimes.ttl.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())

@@ -4,6 +4,7 @@
 //! where a failed event is kept ([`Keep`]); everything else — the task that outlives the
 //! caller, answering from the delivery report, settling only as the key's owner — is this file.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -28,8 +29,9 @@ pub(super) struct Claimed {
 }
 
 impl Claimed {
-    pub(super) fn names(&self) -> (TopicName, IdempotencyKey, String) {
+    pub(super) fn names(&self) -> (Arc<str>, TopicName, IdempotencyKey, String) {
         (
+            self.event.principal.clone(),
             self.event.topic.clone(),
             self.event.idempotency_key.clone(),
             self.owner.clone(),
@@ -73,7 +75,7 @@ impl Pipeline {
         let claim = self
             .store
             .claim(
-                &event.topic,
+                event.scope(),
                 &event.idempotency_key,
                 &event.fingerprint(),
                 &owner,

@@ -50,7 +50,7 @@ impl Pipeline {
             let renewal = self
                 .store
                 .renew(
-                    &claimed.event.topic,
+                    claimed.event.scope(),
                     &claimed.event.idempotency_key,
                     &claimed.owner,
                 )
@@ -95,7 +95,7 @@ impl Pipeline {
         loop {
             let settled = self
                 .store
-                .settle(&event.topic, &event.idempotency_key, owner, answer)
+                .settle(event.scope(), &event.idempotency_key, owner, answer)
                 .await;
             tries += 1;
             match settled {

@@ -48,7 +48,7 @@ use self::delivery::{Keep, NotClaimed};
 pub(crate) use self::operator::{OperatorError, RetryOutcome};
 pub(crate) use self::outcome::{Failure, Outcome, Refusal};
 pub(crate) use self::unfinished::Unfinished;
-use crate::event::{Event, IdempotencyKey, TopicName};
+use crate::event::{Event, IdempotencyKey, KeyScope};
 use crate::failures::{
     FailureFilter, FailurePage, FailureRecord, FailureStore, FailureStoreError, Spool,
 };
@@ -124,16 +124,20 @@ impl Pipeline {
                 return Outcome::Refused(Refusal::StoreUnavailable);
             }
         };
-        let (topic, key, owner) = claimed.names();
+        let (principal, topic, key, owner) = claimed.names();
         let answer = self.spawn_delivery(claimed, Keep::NewRecord);
         match tokio::time::timeout(self.wait_timeout, answer).await {
             Ok(Ok(outcome)) => outcome,
             // The task always answers before it returns, unless it panicked.
             Ok(Err(_)) => Outcome::Lost,
             Err(_) => {
+                let scope = KeyScope {
+                    principal: &principal,
+                    topic: &topic,
+                };
                 // Retries of this key now get the same 202 instead of 409. If this fails, they
                 // get 409 until the delivery settles: still correct, only less friendly.
-                if let Err(error) = self.store.mark_accepted(&topic, &key, &owner).await {
+                if let Err(error) = self.store.mark_accepted(scope, &key, &owner).await {
                     tracing::warn!(
                         error = &error as &dyn std::error::Error,
                         "could not mark a key accepted"
@@ -147,10 +151,10 @@ impl Pipeline {
     /// The current state of an event's key, if it has a record.
     pub(crate) async fn status(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
     ) -> Result<Option<KeyStatus>, StoreError> {
-        self.store.status(topic, key).await
+        self.store.status(scope, key).await
     }
 
     /// One page of failure records.

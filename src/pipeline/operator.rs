@@ -161,7 +161,7 @@ impl Pipeline {
             }
         };
         self.store
-            .unpin(&event.topic, &event.idempotency_key, &event.fingerprint())
+            .unpin(event.scope(), &event.idempotency_key, &event.fingerprint())
             .await
             .map(|_| ())
             .map_err(|_| OperatorError::IdempotencyStoreUnavailable)

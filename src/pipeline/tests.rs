@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::task::TaskTracker;
 
 use super::{OperatorError, Outcome, Parts, Pipeline, Refusal, RetryOutcome};
-use crate::event::{Event, IdempotencyKey, TopicName};
+use crate::event::{Event, IdempotencyKey, KeyScope, TopicName};
 use crate::failures::{FailureFilter, FailureState, FailureStore, MemoryFailureStore, Spool};
 use crate::idempotency::{
     Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, MemoryStore, Renewal, Settlement,
@@ -163,8 +163,19 @@ impl Harness {
     }
 }
 
+/// The principal every event of these tests belongs to.
+const PRINCIPAL: &str = "tests";
+
+fn scoped(topic: &TopicName) -> KeyScope<'_> {
+    KeyScope {
+        principal: PRINCIPAL,
+        topic,
+    }
+}
+
 fn event(key: &str, value: &'static str) -> Event {
     Event {
+        principal: PRINCIPAL.into(),
         topic: TopicName::parse(TOPIC).unwrap(),
         idempotency_key: IdempotencyKey::parse(key.as_bytes()).unwrap(),
         key: None,
@@ -215,7 +226,7 @@ async fn refuses_before_claiming() {
         h.pipeline.submit(missing.clone()).await,
         Outcome::Refused(Refusal::TopicNotFound)
     );
-    let status = h.pipeline.status(&missing.topic, &missing.idempotency_key);
+    let status = h.pipeline.status(missing.scope(), &missing.idempotency_key);
     assert!(
         status.await.unwrap().is_none(),
         "a refused event leaves no record"
@@ -249,7 +260,7 @@ async fn a_rejected_record_releases_the_key_without_a_failure_record() {
     );
     let status = h
         .store
-        .status(&failure.topic, &failure.idempotency_key)
+        .status(scoped(&failure.topic), &failure.idempotency_key)
         .await;
     assert!(matches!(
         status.unwrap(),
@@ -385,7 +396,7 @@ impl Harness {
         );
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            match self.pipeline.status(&topic, &key).await.unwrap() {
+            match self.pipeline.status(scoped(&topic), &key).await.unwrap() {
                 Some(KeyStatus::Settled(answer)) => return answer,
                 _ if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await
@@ -403,7 +414,7 @@ struct DownStore;
 impl IdempotencyStore for DownStore {
     async fn claim(
         &self,
-        _: &TopicName,
+        _: KeyScope<'_>,
         _: &IdempotencyKey,
         _: &str,
         _: &str,
@@ -413,7 +424,7 @@ impl IdempotencyStore for DownStore {
     }
     async fn mark_accepted(
         &self,
-        _: &TopicName,
+        _: KeyScope<'_>,
         _: &IdempotencyKey,
         _: &str,
     ) -> Result<(), StoreError> {
@@ -421,14 +432,14 @@ impl IdempotencyStore for DownStore {
     }
     async fn status(
         &self,
-        _: &TopicName,
+        _: KeyScope<'_>,
         _: &IdempotencyKey,
     ) -> Result<Option<KeyStatus>, StoreError> {
         Err(StoreError::Protocol("down".into()))
     }
     async fn settle(
         &self,
-        _: &TopicName,
+        _: KeyScope<'_>,
         _: &IdempotencyKey,
         _: &str,
         _: &StoredAnswer,
@@ -437,13 +448,18 @@ impl IdempotencyStore for DownStore {
     }
     async fn renew(
         &self,
-        _: &TopicName,
+        _: KeyScope<'_>,
         _: &IdempotencyKey,
         _: &str,
     ) -> Result<Renewal, StoreError> {
         Err(StoreError::Protocol("down".into()))
     }
-    async fn unpin(&self, _: &TopicName, _: &IdempotencyKey, _: &str) -> Result<bool, StoreError> {
+    async fn unpin(
+        &self,
+        _: KeyScope<'_>,
+        _: &IdempotencyKey,
+        _: &str,
+    ) -> Result<bool, StoreError> {
         Err(StoreError::Protocol("down".into()))
     }
     fn lifetimes(&self) -> Lifetimes {
@@ -474,32 +490,32 @@ struct PanickingSettle(MemoryStore);
 impl IdempotencyStore for PanickingSettle {
     async fn claim(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
         owner: &str,
         claimant: Claimant,
     ) -> Result<Claim, StoreError> {
-        self.0.claim(topic, key, fingerprint, owner, claimant).await
+        self.0.claim(scope, key, fingerprint, owner, claimant).await
     }
     async fn mark_accepted(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<(), StoreError> {
-        self.0.mark_accepted(topic, key, owner).await
+        self.0.mark_accepted(scope, key, owner).await
     }
     async fn status(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
     ) -> Result<Option<KeyStatus>, StoreError> {
-        self.0.status(topic, key).await
+        self.0.status(scope, key).await
     }
     async fn settle(
         &self,
-        _: &TopicName,
+        _: KeyScope<'_>,
         _: &IdempotencyKey,
         _: &str,
         _: &StoredAnswer,
@@ -508,19 +524,19 @@ impl IdempotencyStore for PanickingSettle {
     }
     async fn renew(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<Renewal, StoreError> {
-        self.0.renew(topic, key, owner).await
+        self.0.renew(scope, key, owner).await
     }
     async fn unpin(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
     ) -> Result<bool, StoreError> {
-        self.0.unpin(topic, key, fingerprint).await
+        self.0.unpin(scope, key, fingerprint).await
     }
     fn lifetimes(&self) -> Lifetimes {
         self.0.lifetimes()

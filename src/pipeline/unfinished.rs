@@ -127,7 +127,7 @@ impl Pipeline {
         let answer = failure.stored_answer();
         let pin = self
             .store
-            .settle(&event.topic, &event.idempotency_key, &owner, &answer);
+            .settle(event.scope(), &event.idempotency_key, &owner, &answer);
         if !matches!(tokio::time::timeout(STORE_WITHIN, pin).await, Ok(Ok(_))) {
             tracing::warn!(topic = %event.topic, idempotency_key = %event.idempotency_key,
                 "could not pin the key of an unfinished delivery; it stays in flight until \

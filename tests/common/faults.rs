@@ -131,6 +131,7 @@ impl GatewayProcess {
         let spool = std::env::temp_dir().join(format!("{}.spool", unique("ackgate")));
         let child = Command::new(env!("CARGO_BIN_EXE_ackgate"))
             .arg("serve")
+            .arg("--no-auth")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--failure-spool-path", &spool.display().to_string()])
             .args(["--log-filter", "warn"])

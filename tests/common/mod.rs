@@ -147,6 +147,24 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The same gateway as seen by a client that sends `Authorization: Bearer <secret>` with
+    /// every request. The view does not own the gateway: dropping it stops nothing.
+    pub fn as_client(&self, secret: &str) -> TestApp {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {secret}");
+        headers.insert(reqwest::header::AUTHORIZATION, value.parse().unwrap());
+        TestApp {
+            addr: self.addr,
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            settings: self.settings.clone(),
+            shutdown: None,
+            handle: None,
+        }
+    }
+
     /// Triggers graceful shutdown and waits for it.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(tx) = self.shutdown.take() {

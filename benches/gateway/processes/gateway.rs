@@ -36,6 +36,7 @@ impl Gateway {
         let mut command = Command::new(&args.gateway_bin);
         command
             .arg("serve")
+            .arg("--no-auth")
             .args(["--listen", &addr.to_string()])
             .args(["--kafka-brokers", &args.brokers])
             .args(["--redis-url", &args.redis_url])

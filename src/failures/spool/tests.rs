@@ -19,6 +19,7 @@ fn record(n: usize) -> FailureRecord {
         state: FailureState::Open,
         created_at: "2026-11-23T14:00:00Z".into(),
         event: StoredEvent {
+            principal: "tests".into(),
             topic: "orders".into(),
             idempotency_key: format!("k-{n}"),
             key: None,

@@ -10,7 +10,10 @@ contract!(a_record_lives_for_the_ttl_after_its_last_settle, SHORT_TTL);
 async fn an_expired_lease_is_taken_over(store: &dyn IdempotencyStore) {
     let (topic, key) = (topic("orders"), key("k-1"));
     claim(store, &key, FP, "a").await;
-    store.mark_accepted(&topic, &key, "a").await.unwrap();
+    store
+        .mark_accepted(scoped(&topic), &key, "a")
+        .await
+        .unwrap();
     assert!(in_flight(claim(store, &key, FP, "b").await).1);
     tokio::time::sleep(SHORT_LEASE.lease + Duration::from_millis(150)).await;
 
@@ -37,18 +40,21 @@ async fn an_expired_lease_is_taken_over(store: &dyn IdempotencyStore) {
     assert!(!retry_after.is_zero() && retry_after <= SHORT_LEASE.lease);
 
     // The old owner is out: its mark and its settle change nothing.
-    store.mark_accepted(&topic, &key, "a").await.unwrap();
+    store
+        .mark_accepted(scoped(&topic), &key, "a")
+        .await
+        .unwrap();
     assert!(!in_flight(claim(store, &key, FP, "c").await).1);
     assert!(!settle(store, &key, "a", &answer(Settlement::Failed)).await);
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::InFlight)
     );
 
     let done = answer(Settlement::Done);
     assert!(settle(store, &key, "b", &done).await);
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::Settled(done))
     );
 }
@@ -75,11 +81,14 @@ async fn a_record_lives_for_the_ttl_after_its_last_settle(store: &dyn Idempotenc
     assert!(settle(store, &key, "a", &done).await);
     tokio::time::sleep(ttl * 6 / 10).await;
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::Settled(done.clone()))
     );
     assert_eq!(claim(store, &key, FP, "b").await, Claim::Replay(done));
-    assert_eq!(store.status(&topic, &abandoned).await.unwrap(), None);
+    assert_eq!(
+        store.status(scoped(&topic), &abandoned).await.unwrap(),
+        None
+    );
     assert_eq!(
         claim(store, &abandoned, FP, "b").await,
         Claim::Claimed {
@@ -90,7 +99,7 @@ async fn a_record_lives_for_the_ttl_after_its_last_settle(store: &dyn Idempotenc
     tokio::time::sleep(ttl * 6 / 10).await;
 
     // Gone: the key is new again, even for another event.
-    assert_eq!(store.status(&topic, &key).await.unwrap(), None);
+    assert_eq!(store.status(scoped(&topic), &key).await.unwrap(), None);
     assert_eq!(
         claim(store, &key, OTHER_FP, "c").await,
         Claim::Claimed {

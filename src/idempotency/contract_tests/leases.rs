@@ -23,7 +23,7 @@ async fn a_suspected_owner_that_renews_keeps_its_key(store: &dyn IdempotencyStor
         SHORT_LEASE.grace
     );
     assert_eq!(
-        store.renew(&topic, &key, "a").await.unwrap(),
+        store.renew(scoped(&topic), &key, "a").await.unwrap(),
         Renewal::Renewed
     );
     // Past that suspicion's grace (and past the renewed lease too): no takeover, only a fresh
@@ -45,7 +45,7 @@ async fn a_renewed_lease_is_not_suspected(store: &dyn IdempotencyStore) {
     for _ in 0..6 {
         tokio::time::sleep(SHORT_LEASE.lease / 2).await;
         assert_eq!(
-            store.renew(&topic, &key, "a").await.unwrap(),
+            store.renew(scoped(&topic), &key, "a").await.unwrap(),
             Renewal::Renewed
         );
         let (retry_after, _) = in_flight(claim(store, &key, FP, "b").await);
@@ -60,37 +60,43 @@ async fn a_renewed_lease_is_not_suspected(store: &dyn IdempotencyStore) {
 async fn only_the_owner_renews_and_only_while_in_flight(store: &dyn IdempotencyStore) {
     let (topic, key) = (topic("orders"), key("k-1"));
     claim(store, &key, FP, "a").await;
-    assert_eq!(store.renew(&topic, &key, "b").await.unwrap(), Renewal::Lost);
+    assert_eq!(
+        store.renew(scoped(&topic), &key, "b").await.unwrap(),
+        Renewal::Lost
+    );
     let unknown = self::key("unknown");
     assert_eq!(
-        store.renew(&topic, &unknown, "a").await.unwrap(),
+        store.renew(scoped(&topic), &unknown, "a").await.unwrap(),
         Renewal::Lost
     );
     assert_eq!(
-        store.status(&topic, &unknown).await.unwrap(),
+        store.status(scoped(&topic), &unknown).await.unwrap(),
         None,
         "renewing creates nothing"
     );
     assert_eq!(
-        store.renew(&topic, &key, "a").await.unwrap(),
+        store.renew(scoped(&topic), &key, "a").await.unwrap(),
         Renewal::Renewed
     );
     let released = answer(Settlement::Released);
     assert!(settle(store, &key, "a", &released).await);
     assert_eq!(
-        store.renew(&topic, &key, "a").await.unwrap(),
+        store.renew(scoped(&topic), &key, "a").await.unwrap(),
         Renewal::Settled
     );
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::Settled(released)),
         "renewing a settled key changes nothing"
     );
     // Reclaimed by another request: the first owner has lost it.
     claim(store, &key, FP, "b").await;
-    assert_eq!(store.renew(&topic, &key, "a").await.unwrap(), Renewal::Lost);
     assert_eq!(
-        store.renew(&topic, &key, "b").await.unwrap(),
+        store.renew(scoped(&topic), &key, "a").await.unwrap(),
+        Renewal::Lost
+    );
+    assert_eq!(
+        store.renew(scoped(&topic), &key, "b").await.unwrap(),
         Renewal::Renewed
     );
 }
@@ -114,7 +120,7 @@ async fn a_settle_repeated_by_its_owner_changes_nothing(store: &dyn IdempotencyS
     assert!(!settle(store, &key, "b", &done).await, "not the owner");
     assert!(!settle(store, &key, "a", &answer(Settlement::Failed)).await);
     assert_eq!(
-        store.status(&topic, &key).await.unwrap(),
+        store.status(scoped(&topic), &key).await.unwrap(),
         Some(KeyStatus::Settled(done.clone())),
         "the first answer stands"
     );
@@ -142,16 +148,16 @@ async fn a_failed_key_is_pinned_until_an_operator_acts(store: &dyn IdempotencySt
     tokio::time::sleep(ttl * 6 / 10).await;
     // The operator acts on two of them.
     let reclaimed = store
-        .claim(&topic, &retried, FP, "operator", Claimant::Operator)
+        .claim(scoped(&topic), &retried, FP, "operator", Claimant::Operator)
         .await
         .unwrap();
     assert!(matches!(reclaimed, Claim::Claimed { attempt: 2, .. }));
     assert!(settle(store, &retried, "operator", &answer(Settlement::Done)).await);
-    assert!(store.unpin(&topic, &discarded, FP).await.unwrap());
+    assert!(store.unpin(scoped(&topic), &discarded, FP).await.unwrap());
     tokio::time::sleep(ttl * 6 / 10).await;
 
     // Past the TTL of the failure: only the released key is gone.
-    assert_eq!(store.status(&topic, &released).await.unwrap(), None);
+    assert_eq!(store.status(scoped(&topic), &released).await.unwrap(), None);
     for key in [&pinned, &discarded] {
         assert_eq!(
             claim(store, key, FP, "b").await,
@@ -167,29 +173,49 @@ async fn a_failed_key_is_pinned_until_an_operator_acts(store: &dyn IdempotencySt
 
     // Past the TTL of the operator's actions: those keys are gone, the pinned one stays.
     for key in [&retried, &discarded] {
-        assert_eq!(store.status(&topic, key).await.unwrap(), None, "{key}");
+        assert_eq!(
+            store.status(scoped(&topic), key).await.unwrap(),
+            None,
+            "{key}"
+        );
     }
     assert_eq!(claim(store, &pinned, FP, "b").await, Claim::Replay(failed));
 }
 
 async fn only_a_failed_key_with_its_event_is_unpinned(store: &dyn IdempotencyStore) {
     let topic = topic("orders");
-    assert!(!store.unpin(&topic, &key("unknown"), FP).await.unwrap());
-    assert_eq!(store.status(&topic, &key("unknown")).await.unwrap(), None);
+    assert!(
+        !store
+            .unpin(scoped(&topic), &key("unknown"), FP)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.status(scoped(&topic), &key("unknown")).await.unwrap(),
+        None
+    );
     let in_flight = key("in-flight");
     claim(store, &in_flight, FP, "a").await;
-    assert!(!store.unpin(&topic, &in_flight, FP).await.unwrap());
+    assert!(!store.unpin(scoped(&topic), &in_flight, FP).await.unwrap());
     for settlement in [Settlement::Done, Settlement::Released] {
         let key = key(settlement.as_str());
         claim(store, &key, FP, "a").await;
         assert!(settle(store, &key, "a", &answer(settlement)).await);
-        assert!(!store.unpin(&topic, &key, FP).await.unwrap(), "{key}");
+        assert!(
+            !store.unpin(scoped(&topic), &key, FP).await.unwrap(),
+            "{key}"
+        );
     }
     let failed = key("failed");
     claim(store, &failed, FP, "a").await;
     assert!(settle(store, &failed, "a", &answer(Settlement::Failed)).await);
-    assert!(!store.unpin(&topic, &failed, OTHER_FP).await.unwrap());
-    assert!(store.unpin(&topic, &failed, FP).await.unwrap());
+    assert!(
+        !store
+            .unpin(scoped(&topic), &failed, OTHER_FP)
+            .await
+            .unwrap()
+    );
+    assert!(store.unpin(scoped(&topic), &failed, FP).await.unwrap());
     assert_eq!(
         claim(store, &failed, FP, "b").await,
         Claim::Replay(answer(Settlement::Failed)),

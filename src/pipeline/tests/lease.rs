@@ -69,7 +69,7 @@ async fn a_settle_the_store_did_not_answer_is_tried_again() {
     h.pipeline.tasks.reopen();
     assert_eq!(store.failures_left.load(Ordering::SeqCst), 0);
     let key = IdempotencyKey::parse(b"persisted").unwrap();
-    let status = store.inner.status(&topic, &key).await.unwrap();
+    let status = store.inner.status(scoped(&topic), &key).await.unwrap();
     assert!(
         matches!(&status, Some(KeyStatus::Settled(a)) if a.settlement == Settlement::Done && a.body == receipt.body),
         "{status:?}"
@@ -85,7 +85,10 @@ async fn a_settle_the_store_did_not_answer_is_tried_again() {
     h.pipeline.tasks.close();
     h.pipeline.tasks.wait().await;
     assert_eq!(store.failures_left.load(Ordering::SeqCst), 0);
-    let status = store.inner.status(&topic, &failure.idempotency_key).await;
+    let status = store
+        .inner
+        .status(scoped(&topic), &failure.idempotency_key)
+        .await;
     assert!(
         matches!(status.as_ref().unwrap(), Some(KeyStatus::Settled(a)) if a.status == failure.status()),
         "not left in flight: {status:?}"
@@ -102,34 +105,34 @@ struct FlakySettle {
 impl IdempotencyStore for FlakySettle {
     async fn claim(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
         owner: &str,
         claimant: Claimant,
     ) -> Result<Claim, StoreError> {
         self.inner
-            .claim(topic, key, fingerprint, owner, claimant)
+            .claim(scope, key, fingerprint, owner, claimant)
             .await
     }
     async fn mark_accepted(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<(), StoreError> {
-        self.inner.mark_accepted(topic, key, owner).await
+        self.inner.mark_accepted(scope, key, owner).await
     }
     async fn status(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
     ) -> Result<Option<KeyStatus>, StoreError> {
-        self.inner.status(topic, key).await
+        self.inner.status(scope, key).await
     }
     async fn settle(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
         answer: &StoredAnswer,
@@ -141,23 +144,23 @@ impl IdempotencyStore for FlakySettle {
             let timeout = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer");
             return Err(StoreError::Unavailable(timeout.into()));
         }
-        self.inner.settle(topic, key, owner, answer).await
+        self.inner.settle(scope, key, owner, answer).await
     }
     async fn renew(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         owner: &str,
     ) -> Result<Renewal, StoreError> {
-        self.inner.renew(topic, key, owner).await
+        self.inner.renew(scope, key, owner).await
     }
     async fn unpin(
         &self,
-        topic: &TopicName,
+        scope: KeyScope<'_>,
         key: &IdempotencyKey,
         fingerprint: &str,
     ) -> Result<bool, StoreError> {
-        self.inner.unpin(topic, key, fingerprint).await
+        self.inner.unpin(scope, key, fingerprint).await
     }
     fn lifetimes(&self) -> Lifetimes {
         self.inner.lifetimes()
