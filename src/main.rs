@@ -39,12 +39,22 @@ enum Command {
     Dev(DevArgs),
     /// Print the OpenAPI document (JSON).
     Openapi,
+    /// Make a new API key: prints the secret (for the client) and the auth-file entry that
+    /// holds only its SHA-256.
+    NewKey(NewKeyArgs),
     /// Read a topic back and check it against the gateway's answers.
     ///
     /// Reports keys written more than once, records without the `idempotency-key` header and,
     /// with --acks, acknowledged events missing from the topic or not at the partition/offset
     /// their answer named. Exit status: 0 clean, 1 problems found, 2 usage or connection error.
     Audit(ackgate::audit::AuditArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewKeyArgs {
+    /// The client's name (its principal).
+    #[arg(long, default_value = "my-service")]
+    name: String,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +102,7 @@ async fn run(cli: Cli) -> ExitCode {
             println!("{}", openapi_json());
             Ok(())
         }
+        Command::NewKey(args) => ackgate::auth::new_key(&args.name).map(|key| print!("{key}")),
         Command::Audit(args) => {
             return match ackgate::audit::run(args).await {
                 Ok(ackgate::audit::AuditVerdict::Clean) => ExitCode::SUCCESS,

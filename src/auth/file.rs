@@ -150,11 +150,7 @@ impl ClientTable {
 
 fn check(raw: RawClient) -> Result<ClientEntry, String> {
     let name = raw.name;
-    if !valid_name(&name) {
-        return Err(format!(
-            "client name {name:?}: use 1-128 characters of a-z A-Z 0-9 . _ - @"
-        ));
-    }
+    valid_name(&name)?;
     let key_sha256 = raw
         .key_sha256
         .map(|hex_digest| {
@@ -190,12 +186,19 @@ fn check(raw: RawClient) -> Result<ClientEntry, String> {
 }
 
 /// Principal names end up in Redis keys, logs and (for auth-file clients) metric labels.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
+pub(super) fn valid_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
         && name.len() <= 128
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "client name {name:?}: use 1-128 characters of a-z A-Z 0-9 . _ - @"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -343,6 +343,34 @@ impl Policy {
     }
 }
 
+/// A new API key for `ackgate new-key`: 32 random bytes from the crypto provider, base64url,
+/// and the auth-file entry that stores only its digest.
+pub fn new_key(name: &str) -> anyhow::Result<String> {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    if file::valid_name(name).is_err() {
+        anyhow::bail!("--name {name:?}: use 1-128 characters of a-z A-Z 0-9 . _ - @");
+    }
+    let mut bytes = [0u8; 32];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system's random source failed"))?;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let digest = hex::encode(Sha256::digest(secret.as_bytes()));
+    Ok(format!(
+        "# The secret: give it to the client (Authorization: Bearer <secret>); it is not kept.\n\
+         {secret}\n\n\
+         # The auth-file entry (it holds only the SHA-256 of the secret):\n\
+         [[clients]]\n\
+         name = \"{name}\"\n\
+         key_sha256 = \"{digest}\"\n\
+         produce = []            # topics or globs, e.g. [\"orders\", \"orders.*\"]\n\
+         operator = false\n\
+         # rate = 500            # events per second\n"
+    ))
+}
+
 /// `Bearer <token>` (the scheme is case-insensitive, RFC 9110 §11.1).
 fn bearer_token(header: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(header).ok()?;

@@ -33,6 +33,7 @@ use crate::pipeline::Refusal;
     post,
     path = "/v1/topics/{topic}/events",
     tag = "events",
+    security(("bearer" = [])),
     params(
         ("topic" = String, Path, description = "Kafka topic: 1-249 characters of [a-zA-Z0-9._-]. It must exist."),
         ("Idempotency-Key" = String, Header, description = "Required. 1-255 visible ASCII characters; the bare form or an RFC 8941 string (\"…\"). One key names one event: the same key with a different topic, key, headers or body is refused with 422."),
@@ -48,12 +49,14 @@ use crate::pipeline::Refusal;
         (status = 201, description = "Kafka acknowledged the record (acks=all). Replays carry `Idempotent-Replayed: true`.", body = Persisted),
         (status = 202, description = "No answer from Kafka within the wait timeout; the delivery goes on. `Location` points to the event's status. Retries of the key get this same answer until the delivery settles.", body = Accepted),
         (status = 400, description = "Invalid topic name, Idempotency-Key, header or JSON body. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The gateway may not write to this topic; a failure record keeps the event.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`topic-forbidden`: this client may not publish to this topic (its grants do not name it; internal topics — `_…` and `….dlt` — need a grant that names them literally); nothing was stored. `topic-not-authorized`: Kafka refused the gateway itself; a failure record keeps the event.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The topic does not exist. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within the body read timeout. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this key is in progress; retry after `Retry-After` seconds. Nothing was published.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body exceeds the size limit, or Kafka refused the record as too large.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The key was used before with a different event (`idempotency-key-reused`), or Kafka rejected the record (`record-rejected`).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate-limited`: this client is past its events per second. Nothing was stored; retry after `Retry-After` seconds. `RateLimit-Policy` and `RateLimit` (IETF draft) describe the quota.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis or Kafka unavailable, or the gateway is overloaded. `persistence` says whether the event may be in Kafka; `failure_id` names the failure record that keeps it. Retry after `Retry-After` when it is given.", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The delivery ended without an answer (a defect in the gateway): the event may or may not be in Kafka. GET its status; once the key's lease and the takeover grace have run out, a retry with the same Idempotency-Key takes over.", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "Kafka did not acknowledge within the delivery timeout; the event may have been written. The key stays pinned to this answer and a failure record keeps the event.", body = Problem, content_type = "application/problem+json"),
@@ -88,6 +91,7 @@ pub(crate) async fn publish_event(
     get,
     path = "/v1/topics/{topic}/events/{idempotency_key}",
     tag = "events",
+    security(("bearer" = [])),
     params(
         ("topic" = String, Path, description = "The event's topic"),
         ("idempotency_key" = String, Path, description = "The event's Idempotency-Key (percent-encoded)"),
@@ -95,7 +99,8 @@ pub(crate) async fn publish_event(
     responses(
         (status = 200, description = "The outcome so far", body = EventStatus),
         (status = 400, description = "Invalid topic or key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No record: never sent, refused before it was stored, or expired", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No record of this client's key: never sent, refused before it was stored, expired, or another client's (keys are scoped by client)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The idempotency store is unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -56,10 +56,13 @@ pub(crate) struct DiscardRequest {
 
 /// Failure records, oldest first, filtered by topic and state.
 #[utoipa::path(get, path = "/v1/failures", tag = "failures",
+    security(("bearer" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "One page of records", body = FailurePage),
         (status = 400, description = "Invalid filter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: this client is not an operator. Nothing was changed.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The failure store is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn list_failures(
@@ -113,9 +116,12 @@ pub(crate) async fn list_failures(
 
 /// One failure record: the whole event, the error, and whether it may be in Kafka.
 #[utoipa::path(get, path = "/v1/failures/{id}", tag = "failures",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "The failure id from the error response")),
     responses(
         (status = 200, description = "The failure record", body = FailureRecord),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: this client is neither an operator nor the client whose event the record holds (asked of a record that does not exist, it answers the same).", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The failure store is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -163,13 +169,15 @@ pub(crate) async fn get_failure(
 /// the new error and the answer is the problem a client would have had. For a record that is
 /// `possibly_persisted`, check the topic first: the event may already be there.
 #[utoipa::path(post, path = "/v1/failures/{id}/retry", tag = "failures",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "The failure id")),
     request_body(content = Option<RetryRequest>, content_type = "application/json"),
     responses(
         (status = 200, description = "Published: the record is resolved", body = FailureRecord),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "The body is not empty and not a valid `RetryRequest`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Kafka refused again: the gateway may not write to the topic (the record is open again)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: this client is not an operator (nothing was changed); or `topic-not-authorized`: Kafka refused again, the gateway may not write to the topic (the record is open again)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The record is not open (already retrying, resolved or discarded), or its key is in flight", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Kafka refused again: the record is too large (the record is open again)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Kafka refused again: the record was rejected (the record is open again)", body = Problem, content_type = "application/problem+json"),
@@ -203,10 +211,13 @@ pub(crate) async fn retry_failure(
 
 /// Marks the record discarded: the gateway will not publish this event.
 #[utoipa::path(post, path = "/v1/failures/{id}/discard", tag = "failures",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "The failure id")),
     request_body(content = DiscardRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Discarded", body = FailureRecord),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: this client is not an operator. Nothing was changed.", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "No reason given", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The record is not open", body = Problem, content_type = "application/problem+json"),

@@ -72,7 +72,10 @@ pub(crate) struct AppState {
             whether the event may be in Kafka and names the failure record that keeps it.\n\n\
             Idempotency records expire 24 hours (configurable) after the request completed; a key \
             reused after that publishes a new record. Every error is `application/problem+json` \
-            (RFC 9457) with a stable `code`.",
+            (RFC 9457) with a stable `code`.\n\n\
+            Every `/v1` route needs `Authorization: Bearer <API key or JWT>` (use Authorize \
+            above) unless the gateway runs with `--no-auth`. Idempotency keys belong to the \
+            client that sent them: two clients never share one.",
         license(name = "Apache-2.0"),
     ),
     paths(
@@ -95,6 +98,7 @@ pub(crate) struct AppState {
         crate::failures::FailureRecord,
         crate::failures::FailurePage,
     )),
+    modifiers(&BearerAuth),
     tags(
         (name = "events", description = "Publish events"),
         (name = "failures", description = "Events Kafka did not acknowledge, kept for an operator"),
@@ -102,6 +106,29 @@ pub(crate) struct AppState {
     )
 )]
 pub struct ApiDoc;
+
+/// The `bearer` security scheme: an API key from the auth file or a JWT, as
+/// `Authorization: Bearer <token>`. The `/docs` page's Authorize button fills it in.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key of a client in the gateway's auth file, or a JWT signed by a \
+                         key of its JWKS file (`sub` is the client, `scope` its grants).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The whole application as a router, so tests can drive it without a socket.
 pub(crate) fn router(state: AppState) -> Router {
