@@ -4,6 +4,8 @@
 //!
 //! The modules follow the path of one request:
 //!
+//! - [`auth`]: who is calling (API keys, client certificates, JWTs) and what each principal
+//!   may do: topics, the operator role, rates, in-flight shares.
 //! - [`http`]: the HTTP surface. Parses and validates requests, translates answers into
 //!   responses and RFC 9457 problem documents; decides nothing itself.
 //! - [`pipeline`]: the path of one event — check the topic, claim the key, publish, settle or

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod faults;
+pub mod jwt;
 pub mod mock;
 pub mod process;
 mod routes;
