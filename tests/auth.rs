@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ackgate::auth::AuthArgs;
 use ackgate::settings::Settings;
+use common::jwt;
 use common::*;
 use sha2::{Digest, Sha256};
 
@@ -338,4 +339,105 @@ async fn an_open_gateway_says_so_in_readyz() {
     let ready = app.readyz().await;
     let warnings = ready.json()["warnings"].to_string();
     assert!(warnings.contains("authentication is off"), "{warnings}");
+}
+
+fn jwt_settings(issuer: &jwt::JwtIssuer, file: Option<&AuthFile>) -> Settings {
+    Settings {
+        auth: AuthArgs {
+            auth_file: file.map(|f| f.0.clone()),
+            jwt: ackgate::auth::JwtArgs {
+                jwt_jwks_file: Some(issuer.jwks_path.clone()),
+                jwt_issuer: Some(issuer.issuer.clone()),
+                jwt_audience: Some(issuer.audience.clone()),
+            },
+            ..AuthArgs::default()
+        },
+        ..test_settings()
+    }
+}
+
+#[tokio::test]
+async fn jwts_authenticate_with_their_scopes_and_invalid_ones_get_401() {
+    let topic = topic("auth-jwt").await;
+    let issuer = jwt::JwtIssuer::new();
+    let file = AuthFile::new(&[("keyed", "k-keyed", "produce = [\"*\"]")]);
+    let app = TestApp::spawn_default(jwt_settings(&issuer, Some(&file))).await;
+    let scope = format!("produce:{topic} operator");
+
+    let rs256 = issuer.token(issuer.claims("svc-a", &scope));
+    let es256 = issuer.token_es256(issuer.claims("svc-b", &format!("produce:{topic}")));
+    let a = app.as_client(&rs256).post_event(&topic, "k-1", "{}").await;
+    let b = app.as_client(&es256).post_event(&topic, "k-1", "{}").await;
+    assert_eq!((a.status, b.status), (201, 201), "{} {}", a.body, b.body);
+    // API keys still work beside JWTs, in their own key scope.
+    let keyed = app
+        .as_client("k-keyed")
+        .post_event(&topic, "k-1", "{}")
+        .await;
+    assert_eq!(keyed.status, 201, "{}", keyed.body);
+    // Scopes: svc-a is an operator, svc-b is not, and neither may publish elsewhere.
+    assert_eq!(app.as_client(&rs256).list_failures("").await.status, 200);
+    app.as_client(&es256)
+        .list_failures("")
+        .await
+        .assert_problem(403, "forbidden");
+    app.as_client(&es256)
+        .post_event("other-topic", "k-1", "{}")
+        .await
+        .assert_problem(403, "topic-forbidden");
+
+    let now = jwt::now();
+    let with = |changes: serde_json::Value| {
+        let mut claims = issuer.claims("svc-a", &scope);
+        for (name, value) in changes.as_object().unwrap() {
+            claims[name] = value.clone();
+        }
+        claims
+    };
+    let invalid = [
+        (
+            "expired",
+            issuer.token(with(serde_json::json!({"exp": now - 120}))),
+        ),
+        (
+            "not yet valid",
+            issuer.token(with(serde_json::json!({"nbf": now + 120}))),
+        ),
+        (
+            "wrong issuer",
+            issuer.token(with(serde_json::json!({"iss": "https://evil.example"}))),
+        ),
+        (
+            "wrong audience",
+            issuer.token(with(serde_json::json!({"aud": "someone-else"}))),
+        ),
+        (
+            "bad signature",
+            issuer.foreign_token(with(serde_json::json!({}))),
+        ),
+        (
+            "no subject",
+            issuer.token(with(serde_json::json!({"sub": ""}))),
+        ),
+    ];
+    for (why, token) in invalid {
+        let reply = app.as_client(&token).post_event(&topic, "k-2", "{}").await;
+        assert_eq!(reply.status, 401, "{why}: {}", reply.body);
+        reply.assert_problem(401, "unauthenticated");
+        assert!(
+            reply
+                .header("www-authenticate")
+                .unwrap()
+                .contains("invalid_token"),
+            "{why}"
+        );
+    }
+    let metrics = app.metrics().await.body;
+    assert!(
+        metrics.contains("ackgate_auth_failures_total{reason=\"expired\"}"),
+        "{metrics}"
+    );
+
+    // Three principals, one key: three records.
+    assert_eq!(records(&topic).len(), 3);
 }

@@ -175,9 +175,9 @@ impl Unauthenticated {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Unauthenticated::Missing => "missing",
-            Unauthenticated::BadScheme => "bad-scheme",
-            Unauthenticated::UnknownKey => "unknown-key",
-            Unauthenticated::UnknownCertificate => "unknown-certificate",
+            Unauthenticated::BadScheme => "bad_scheme",
+            Unauthenticated::UnknownKey => "unknown_key",
+            Unauthenticated::UnknownCertificate => "unknown_certificate",
             Unauthenticated::Jwt(rejection) => rejection.label(),
         }
     }
