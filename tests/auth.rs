@@ -441,3 +441,8 @@ async fn jwts_authenticate_with_their_scopes_and_invalid_ones_get_401() {
     // Three principals, one key: three records.
     assert_eq!(records(&topic).len(), 3);
 }
+
+#[path = "auth/failures.rs"]
+mod failures;
+#[path = "auth/reload.rs"]
+mod reload;

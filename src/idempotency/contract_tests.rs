@@ -69,6 +69,7 @@ contract!(a_released_key_is_claimed_again, LONG);
 contract!(status_reports_what_was_settled, LONG);
 contract!(odd_bodies_and_long_keys_round_trip, LONG);
 contract!(keys_are_scoped_by_topic, LONG);
+contract!(keys_are_scoped_by_principal, LONG);
 contract!(concurrent_claims_and_settles_have_one_winner, LONG);
 contract!(health_answers, LONG);
 
@@ -405,6 +406,48 @@ async fn keys_are_scoped_by_topic(store: &dyn IdempotencyStore) {
         None,
         "a topic without the key"
     );
+}
+
+async fn keys_are_scoped_by_principal(store: &dyn IdempotencyStore) {
+    let (orders, key) = (topic("orders"), key("k-1"));
+    claim(store, &key, FP, "a").await;
+    settle(store, &key, "a", &answer(Settlement::Done)).await;
+    // Principals whose names would collide if the key were spelled naively (`a:b` + `c` versus
+    // `a` + `b:c`) are still apart, and so is a name with `%` in it.
+    for principal in ["other", "te:sts", "tests%3A", "tests:orders"] {
+        let scope = KeyScope {
+            principal,
+            topic: &orders,
+        };
+        assert_eq!(
+            store.status(scope, &key).await.unwrap(),
+            None,
+            "{principal}"
+        );
+        let claimed = store
+            .claim(scope, &key, OTHER_FP, principal, Claimant::Client)
+            .await
+            .unwrap();
+        assert_eq!(
+            claimed,
+            Claim::Claimed {
+                attempt: 1,
+                took_over: false
+            },
+            "{principal}"
+        );
+    }
+    assert!(matches!(
+        store.status(scoped(&orders), &key).await.unwrap(),
+        Some(KeyStatus::Settled(a)) if a.settlement == Settlement::Done
+    ));
+    // `tests` + `orders` + `x:y` against `tests:orders` + `x` + `y`.
+    claim(store, &self::key("x:y"), FP, "a").await;
+    let shifted = KeyScope {
+        principal: "tests:orders",
+        topic: &topic("x"),
+    };
+    assert_eq!(store.status(shifted, &self::key("y")).await.unwrap(), None);
 }
 
 async fn concurrent_claims_and_settles_have_one_winner(store: &dyn IdempotencyStore) {
