@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The single test command of ackgate: sets up the test environment (Rust
-# components, Redis, a Tansu Kafka broker; k6, Chromium, promtool and hadolint are
-# installed by the scripts that use them) and runs fmt, clippy, the Rust tests, the k6
+# components, cargo-deny, Redis, a Tansu Kafka broker; k6, Chromium, promtool and hadolint
+# are installed by the scripts that use them) and runs fmt, clippy, cargo deny (bans,
+# licenses, sources; advisories when the database can be fetched), the Rust tests, the k6
 # smoke and duplicates scripts, the browser test of /docs, the deploy-file checks and
 # the release build the Dockerfile runs.
 #
@@ -59,6 +60,17 @@ bash scripts/tansu.sh install-sqlite >"$sqlite_log" 2>&1 &
 sqlite_install=$!
 echo "pid $sqlite_install, log $sqlite_log"
 
+step "cargo-deny: install in the background if missing"
+deny_log="$REPO/target/cargo-deny-install.log"
+if command -v cargo-deny >/dev/null 2>&1; then
+    deny_install=""
+    cargo deny --version
+else
+    cargo install cargo-deny --locked >"$deny_log" 2>&1 &
+    deny_install=$!
+    echo "pid $deny_install, log $deny_log"
+fi
+
 step "ensure Redis on 127.0.0.1:6379"
 bash scripts/redis.sh
 
@@ -79,6 +91,25 @@ cargo fmt --all --check
 
 step "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+
+step "wait for cargo-deny"
+if [[ -n "$deny_install" ]] && ! wait "$deny_install"; then
+    tail -n 30 "$deny_log" >&2 || true
+    die "could not install cargo-deny (log: $deny_log)"
+fi
+
+step "cargo deny check bans licenses sources (deny.toml)"
+cargo deny --locked check bans licenses sources
+
+# The RustSec advisory database lives on github.com, which not every build machine reaches.
+# When it cannot be fetched the check is skipped, loudly; when it can, any finding fails.
+step "cargo deny check advisories (RustSec advisory database)"
+advisory_db="https://github.com/RustSec/advisory-db"
+if cargo deny fetch db; then
+    cargo deny --locked --offline check advisories
+else
+    printf '\n!!!!!!!!\n!!! advisories NOT checked: the advisory database at %s is unreachable\n!!!!!!!!\n\n' "$advisory_db" >&2
+fi
 
 step "wait for the Tansu with SQLite storage"
 if wait "$sqlite_install" && ACKGATE_TEST_TANSU_SQLITE="$(bash scripts/tansu.sh path-sqlite)"; then

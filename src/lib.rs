@@ -60,8 +60,9 @@ use crate::pipeline::{DeadLetters, Pipeline};
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::settings::Settings;
 
-/// Where idempotency and failure records are kept.
-#[derive(Debug, Clone)]
+/// Where idempotency and failure records are kept. (`Debug` is in `redis_link`: it hides the
+/// URL's password.)
+#[derive(Clone)]
 pub enum Backend {
     /// A Redis server shared by every gateway replica, over TLS for `rediss://` URLs.
     Redis {

@@ -3,7 +3,8 @@
 //!
 //! Redis errors shown to operators (`/readyz`, logs) go through [`describe`], which names the
 //! cause (refused, TLS handshake, authentication) and never the URL, so a password in it is
-//! never printed.
+//! never printed; where the URL itself is shown (`Debug` of [`crate::Backend`]),
+//! [`redacted_url`] hides its password.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -164,9 +165,74 @@ pub(crate) fn describe(error: &RedisError) -> String {
     format!("{what}: {cause}")
 }
 
+/// `url` with the password of its user part replaced by `<redacted>`
+/// (`redis://app:<redacted>@host:6379/0`), for `Debug` output. A user part without `:` may be a
+/// bare password, so it is replaced whole.
+pub(crate) fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL `client` accepts; it may still be a secret.
+        return "<redacted>".to_owned();
+    };
+    // Cut at the last `@` of the whole rest, not of the host part: a password with an
+    // unencoded `/` or `?` would otherwise be taken for the path and shown.
+    match rest.rsplit_once('@') {
+        Some((user_info, host_and_path)) => {
+            let user = match user_info.split_once(':') {
+                Some((user, _password)) if !user.contains(['/', '?', '#']) => {
+                    format!("{user}:<redacted>")
+                }
+                _ => "<redacted>".to_owned(),
+            };
+            format!("{scheme}://{user}@{host_and_path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Written here rather than derived: the URL may hold a password ([`redacted_url`]).
+impl std::fmt::Debug for crate::Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            crate::Backend::Redis { url, tls } => f
+                .debug_struct("Redis")
+                .field("url", &redacted_url(url))
+                .field("tls", tls)
+                .finish(),
+            crate::Backend::Memory => f.write_str("Memory"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_the_url_password() {
+        for (url, shown) in [
+            (
+                "redis://app:hunter2@redis:6379/0",
+                "redis://app:<redacted>@redis:6379/0",
+            ),
+            ("rediss://:hunter2@redis", "rediss://:<redacted>@redis"),
+            ("redis://hunter2@redis", "redis://<redacted>@redis"),
+            (
+                "redis://u:p@ss:hunter2@redis/1",
+                "redis://u:<redacted>@redis/1",
+            ),
+            ("redis://u:hun/ter?2@redis", "redis://u:<redacted>@redis"),
+            ("redis://redis:6379", "redis://redis:6379"),
+            ("hunter2", "<redacted>"),
+        ] {
+            assert_eq!(redacted_url(url), shown);
+        }
+        let backend = crate::Backend::redis("redis://app:hunter2@redis:6379");
+        let debug = format!("{backend:?} {backend:#?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("redis:6379"),
+            "{debug}"
+        );
+    }
 
     fn tls(ca: Option<&str>, cert: Option<&str>, key: Option<&str>) -> RedisTls {
         RedisTls {

@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches, ValueEnum};
 
+mod kafka;
+mod properties_file;
+
+pub use kafka::{AuditKafkaProperties, KafkaProperties, is_sensitive};
+
 /// librdkafka's own default is 300 000 ms; a client waiting five minutes for an answer is not
 /// what an HTTP caller expects, so the gateway uses 30 s.
 pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 30_000;
@@ -33,41 +38,6 @@ pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = DEFAULT_DELIVERY_TIMEOUT_MS + SHUTDOW
 /// gateway that died mid-retry and put back to `open`: 5 minutes, far beyond a live retry
 /// (one delivery timeout and a few Redis round trips).
 pub const DEFAULT_FAILURE_RETRYING_TIMEOUT_SECS: u64 = 300;
-
-/// Which of ackgate's Kafka clients a `--kafka-property` is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KafkaClient {
-    /// The gateway's idempotent producer (`ackgate serve` and `ackgate dev`).
-    Producer,
-    /// The consumer of `ackgate audit`.
-    AuditConsumer,
-}
-
-const PRODUCER: &[KafkaClient] = &[KafkaClient::Producer];
-const AUDIT_CONSUMER: &[KafkaClient] = &[KafkaClient::AuditConsumer];
-const BOTH: &[KafkaClient] = &[KafkaClient::Producer, KafkaClient::AuditConsumer];
-
-/// The librdkafka properties ackgate sets itself, and on which client: `--kafka-property`
-/// refuses them there. On the producer, overriding one would silently break the delivery
-/// guarantee; on the audit's consumer, what the audit reads. A producer-only property (`acks`)
-/// is not refused on the consumer, which ignores it.
-const RESERVED_KAFKA_PROPERTIES: &[(&str, &[KafkaClient])] = &[
-    ("bootstrap.servers", BOTH),
-    ("metadata.broker.list", BOTH),
-    ("allow.auto.create.topics", BOTH),
-    ("enable.idempotence", PRODUCER),
-    ("acks", PRODUCER),
-    ("request.required.acks", PRODUCER),
-    ("delivery.timeout.ms", PRODUCER),
-    ("message.timeout.ms", PRODUCER),
-    ("transactional.id", PRODUCER),
-    // The producer's watchdog reads its statistics at this interval (publisher/watchdog.rs).
-    ("statistics.interval.ms", PRODUCER),
-    ("enable.auto.commit", AUDIT_CONSUMER),
-    ("enable.auto.offset.store", AUDIT_CONSUMER),
-    ("enable.partition.eof", AUDIT_CONSUMER),
-    ("auto.offset.reset", AUDIT_CONSUMER),
-];
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,13 +84,10 @@ pub struct Settings {
           value_parser = parse_body_limit)]
     pub max_body_bytes: usize,
 
-    /// Extra librdkafka producer property as KEY=VALUE (repeatable), e.g. for SASL/SSL:
-    /// `--kafka-property security.protocol=SASL_SSL`. In the environment, separate several
-    /// with commas.
-    #[arg(long = "kafka-property", env = "ACKGATE_KAFKA_PROPERTIES", value_name = "KEY=VALUE",
-          hide_env_values = true,
-          value_delimiter = ',', value_parser = parse_kafka_property)]
-    pub kafka_properties: Vec<(String, String)>,
+    // `--kafka-property` (`ACKGATE_KAFKA_PROPERTIES`) and `--kafka-properties-file`: extra
+    // librdkafka producer properties, which may hold the cluster's credentials (settings/kafka.rs).
+    #[command(flatten)]
+    pub kafka_properties: KafkaProperties,
 
     /// Copy every failure record's event to the dead-letter topic `<topic>.dlt` (which must
     /// exist) once Kafka takes it, with headers naming the original topic, error and attempts.
@@ -314,44 +281,6 @@ fn parse_body_limit(value: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
-/// Splits `KEY=VALUE` (the value may hold `=`); the key is trimmed and must not be empty.
-fn parse_key_value(value: &str) -> Result<(String, String), String> {
-    let (key, val) = value
-        .split_once('=')
-        .ok_or_else(|| format!("'{value}' is not KEY=VALUE"))?;
-    let key = key.trim();
-    if key.is_empty() {
-        return Err(format!("'{value}' has an empty key"));
-    }
-    Ok((key.to_owned(), val.to_owned()))
-}
-
-/// A `--kafka-property` of `client`: `KEY=VALUE`, with a key ackgate does not set itself there.
-pub(crate) fn parse_kafka_property_for(
-    client: KafkaClient,
-    value: &str,
-) -> Result<(String, String), String> {
-    let (key, val) = parse_key_value(value)?;
-    let reserved = RESERVED_KAFKA_PROPERTIES
-        .iter()
-        .any(|(name, clients)| *name == key && clients.contains(&client));
-    if reserved {
-        return Err(match client {
-            KafkaClient::Producer => format!(
-                "'{key}' is set by ackgate itself (use the matching ackgate setting, if any)"
-            ),
-            KafkaClient::AuditConsumer => {
-                format!("'{key}' is set by the audit itself (use --kafka-brokers for the servers)")
-            }
-        });
-    }
-    Ok((key, val))
-}
-
-fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
-    parse_kafka_property_for(KafkaClient::Producer, value)
-}
-
 fn parse_key_prefix(value: &str) -> Result<String, String> {
     let ok = !value.is_empty()
         && value.len() <= 64
@@ -368,21 +297,6 @@ fn parse_key_prefix(value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kafka_properties_reject_the_ones_the_gateway_owns() {
-        assert!(parse_kafka_property("acks=1").is_err());
-        assert!(parse_kafka_property("enable.idempotence=false").is_err());
-        assert!(parse_kafka_property("allow.auto.create.topics=true").is_err());
-        // The audit consumer's own properties mean nothing to the producer.
-        assert!(parse_kafka_property("enable.auto.commit=false").is_ok());
-        assert!(parse_kafka_property("noequals").is_err());
-        assert!(parse_kafka_property(" =x").is_err());
-        assert_eq!(
-            parse_kafka_property("sasl.password=a=b").unwrap(),
-            ("sasl.password".to_owned(), "a=b".to_owned())
-        );
-    }
 
     #[test]
     fn every_flag_parses_into_its_field() {
@@ -429,7 +343,10 @@ mod tests {
             (3, 4, 8192, 10)
         );
         assert!(s.dead_letter_topics && s.auto_create_topics);
-        assert_eq!(s.kafka_properties, vec![("linger.ms".into(), "1".into())]);
+        assert_eq!(
+            s.kafka_properties,
+            vec![("linger.ms".into(), "1".into())].into()
+        );
     }
 
     #[test]
@@ -443,8 +360,8 @@ mod tests {
             assert_eq!(arg.get_env(), None, "--{id} would read the environment");
             match (id, matches.value_source(id)) {
                 (_, Some(ValueSource::DefaultValue)) => {}
-                // The one setting without a default: no extra properties.
-                ("kafka_properties", None) => {}
+                // The settings without a default: no extra properties.
+                ("kafka_properties" | "kafka_properties_file", None) => {}
                 (_, source) => panic!("--{id} did not take its default: {source:?}"),
             }
         }
@@ -474,6 +391,33 @@ mod tests {
                 DEFAULT_MAX_BODY_BYTES
             )
         );
+    }
+
+    #[test]
+    fn debug_output_of_the_config_holds_no_secret() {
+        let config = crate::Config {
+            settings: Settings {
+                kafka_properties: vec![
+                    ("sasl.username".to_owned(), "svc".to_owned()),
+                    ("sasl.password".to_owned(), "hunter2,with=commas".to_owned()),
+                    ("ssl.key.password".to_owned(), "hunter3".to_owned()),
+                ]
+                .into(),
+                ..Settings::defaults()
+            },
+            kafka_brokers: "kafka:9093".to_owned(),
+            backend: crate::Backend::redis("rediss://app:hunter4@redis:6380/0"),
+        };
+        let shown = format!("{config:?}\n{config:#?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        for visible in [
+            "\"sasl.username\": \"svc\"",
+            "sasl.password",
+            "redis:6380",
+            "kafka:9093",
+        ] {
+            assert!(shown.contains(visible), "{visible}: {shown}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn serve_help_documents_every_setting_with_its_environment_variable() {
         ("--idempotency-ttl-secs", "ACKGATE_IDEMPOTENCY_TTL_SECS"),
         ("--max-body-bytes", "ACKGATE_MAX_BODY_BYTES"),
         ("--kafka-property", "ACKGATE_KAFKA_PROPERTIES"),
+        ("--kafka-properties-file", "ACKGATE_KAFKA_PROPERTIES_FILE"),
         ("--log-format", "ACKGATE_LOG_FORMAT"),
     ] {
         assert!(help.contains(flag), "{flag} is documented");
@@ -99,6 +100,110 @@ fn a_bad_setting_stops_start_up_with_one_clear_line() {
         );
         assert!(stderr.contains(mentions), "{args:?}: {stderr}");
     }
+}
+
+/// `ackgate serve` with these flags and environment, which must fail: its stderr.
+fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let spool = std::env::temp_dir().join(format!("{}.spool", unique("cli")));
+    let output = ackgate()
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--failure-spool-path", &spool.display().to_string()])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{args:?} {env:?} must fail");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_value_with_commas_in_the_environment_reaches_librdkafka_whole() {
+    // librdkafka quotes the value it refuses: `SASL,SSL` arrives as one value, after a password
+    // with commas that was neither cut nor taken for a property.
+    let stderr = serve_refused(
+        &[],
+        &[(
+            "ACKGATE_KAFKA_PROPERTIES",
+            "sasl.password=hun,ter2,security.protocol=SASL,SSL",
+        )],
+    );
+    assert!(
+        stderr.contains("\"SASL,SSL\"") && stderr.contains("security.protocol"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hun") && !stderr.contains("ter2"),
+        "{stderr}"
+    );
+
+    // An escaped comma never separates, even before something that looks like a property.
+    let stderr = serve_refused(
+        &[],
+        &[(
+            "ACKGATE_KAFKA_PROPERTIES",
+            r"security.protocol=SSL\,no.such=1",
+        )],
+    );
+    assert!(stderr.contains("\"SSL,no.such=1\""), "{stderr}");
+
+    // Any flag replaces the variable: its bad property is never read.
+    let stderr = serve_refused(
+        &["--kafka-property", "security.protocol=bogus"],
+        &[("ACKGATE_KAFKA_PROPERTIES", "no.such.property=1")],
+    );
+    assert!(
+        stderr.contains("bogus") && !stderr.contains("no.such.property"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_properties_file_is_read_and_checked_line_by_line() {
+    let path = std::env::temp_dir().join(format!("{}.properties", unique("cli")));
+    let path_text = path.display().to_string();
+    // What the file sets reaches librdkafka: its refusal names the property.
+    std::fs::write(
+        &path,
+        "# managed\nsasl.password=hunter2\nno.such.property=1\n",
+    )
+    .unwrap();
+    let stderr = serve_refused(&["--kafka-properties-file", &path_text], &[]);
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    // A property given explicitly (here in the environment) wins over the file's.
+    std::fs::write(&path, "security.protocol=from-file\n").unwrap();
+    let stderr = serve_refused(
+        &[],
+        &[
+            ("ACKGATE_KAFKA_PROPERTIES_FILE", &path_text),
+            ("ACKGATE_KAFKA_PROPERTIES", "security.protocol=from-env"),
+        ],
+    );
+    assert!(
+        stderr.contains("from-env") && !stderr.contains("from-file"),
+        "{stderr}"
+    );
+
+    // A refused property and a bad line: one line naming the file and the line, no value.
+    for (text, mentions) in [
+        (
+            "linger.ms=1\nacks=0\n",
+            "line 2: 'acks' is set by ackgate itself",
+        ),
+        ("hunter2\n", "line 1: not key=value"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let stderr = serve_refused(&["--kafka-properties-file", &path_text], &[]);
+        let error_lines: Vec<_> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(error_lines.len(), 1, "{stderr}");
+        assert!(error_lines[0].contains(&path_text), "{stderr}");
+        assert!(error_lines[0].contains(mentions), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    std::fs::remove_file(&path).unwrap();
+    let stderr = serve_refused(&["--kafka-properties-file", &path_text], &[]);
+    assert!(stderr.contains("cannot read"), "{stderr}");
 }
 
 #[test]

@@ -151,6 +151,18 @@ async fn invalid_requests_get_400_and_leave_nothing_behind() {
         )
         .await;
     reserved.assert_problem(400, "invalid-header");
+    // The gateway's own dead-letter headers cannot be forged on the original record.
+    let forged = app
+        .post_event_with(
+            &topic,
+            "k-forged-dlt",
+            "{}",
+            &[("Kafka-Header-DLT-Failure-Id", "01FORGED")],
+        )
+        .await;
+    forged.assert_problem(400, "invalid-header");
+    let detail = forged.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("'dlt-' is reserved"), "{detail}");
 
     let two_keys = app
         .post_event_raw(

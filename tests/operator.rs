@@ -230,7 +230,7 @@ async fn permanent_errors_get_the_right_4xx_at_once() {
     // A producer limit below the gateway's body limit, as a cluster with a smaller
     // `message.max.bytes` would impose.
     let settings = Settings {
-        kafka_properties: vec![("message.max.bytes".into(), "1000000".into())],
+        kafka_properties: vec![("message.max.bytes".into(), "1000000".into())].into(),
         ..test_settings()
     };
     let app = kafka.spawn(settings).await;

@@ -35,7 +35,7 @@ async fn a_reply_lost_after_the_append_is_resent_and_kept_to_one_record() {
     create_topic(&brokers, &topic, 1).await;
     let settings = Settings {
         // How long librdkafka waits for a reply before it sends the request again.
-        kafka_properties: vec![("socket.timeout.ms".into(), "1000".into())],
+        kafka_properties: vec![("socket.timeout.ms".into(), "1000".into())].into(),
         ..test_settings()
     };
     let app = TestApp::spawn(settings, &brokers, Backend::redis(redis_url())).await;

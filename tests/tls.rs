@@ -74,7 +74,7 @@ fn ssl_properties(pairs: &[(&str, String)]) -> Vec<(String, String)> {
 
 fn settings_with(properties: Vec<(String, String)>) -> Settings {
     Settings {
-        kafka_properties: properties,
+        kafka_properties: properties.into(),
         delivery_timeout_ms: 5_000,
         wait_timeout_ms: 8_000,
         ..test_settings()
@@ -112,7 +112,7 @@ async fn events_reach_kafka_over_tls_with_the_server_certificate_checked() {
 
     // `ackgate audit` reads the topic back through the same TLS listener.
     let report = audit(AuditConfig {
-        kafka_properties: properties,
+        kafka_properties: properties.into(),
         idle: Duration::from_millis(1500),
         ..AuditConfig::new(kafka.tls_brokers(), &topic)
     })

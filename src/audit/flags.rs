@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{AuditConfig, DEFAULT_IDLE_MS, DEFAULT_TIMEOUT_MS, StartAt};
-use crate::settings::{KafkaClient, parse_kafka_property_for};
+use crate::settings::AuditKafkaProperties;
 
 /// Flags of `ackgate audit`.
 #[derive(Debug, Clone, Args)]
@@ -53,13 +53,10 @@ pub struct AuditArgs {
     #[arg(long)]
     pub allow_duplicates: bool,
 
-    /// Extra librdkafka consumer property as KEY=VALUE (repeatable), e.g. for SASL/SSL:
-    /// `--kafka-property security.protocol=SASL_SSL`. In the environment, separate several
-    /// with commas.
-    #[arg(long = "kafka-property", env = "ACKGATE_KAFKA_PROPERTIES", value_name = "KEY=VALUE",
-          hide_env_values = true,
-          value_delimiter = ',', value_parser = parse_kafka_property)]
-    pub kafka_properties: Vec<(String, String)>,
+    // `--kafka-property` (`ACKGATE_KAFKA_PROPERTIES`) and `--kafka-properties-file`: extra
+    // librdkafka consumer properties, refusing what `reader::create_consumer` sets itself.
+    #[command(flatten)]
+    pub kafka_properties: AuditKafkaProperties,
 
     /// How long nothing new may arrive, once every partition reported its end, before the
     /// audit stops reading. Raise it for brokers that are slow to serve the last records.
@@ -84,7 +81,7 @@ impl From<&AuditArgs> for AuditConfig {
                 None => StartAt::Beginning,
             },
             acks: args.acks.clone(),
-            kafka_properties: args.kafka_properties.clone(),
+            kafka_properties: args.kafka_properties.0.clone(),
             idle: Duration::from_millis(args.idle_ms),
             timeout: Duration::from_millis(args.timeout_ms),
             allow_duplicates: args.allow_duplicates,
@@ -98,12 +95,6 @@ fn parse_since(value: &str) -> Result<OffsetDateTime, String> {
         .map_err(|_| format!("'{value}' is not an RFC 3339 timestamp (e.g. 2026-11-23T14:00:00Z)"))
 }
 
-/// The consumer's `--kafka-property`: the properties `reader::create_consumer` sets itself are
-/// refused (they are listed with the producer's in `settings`).
-fn parse_kafka_property(value: &str) -> Result<(String, String), String> {
-    parse_kafka_property_for(KafkaClient::AuditConsumer, value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,18 +104,42 @@ mod tests {
         assert!(parse_since("2026-11-23T14:00:00Z").is_ok());
         assert!(parse_since("2026-11-23T14:00:00.5+01:00").is_ok());
         assert!(parse_since("yesterday").is_err());
-        assert!(parse_kafka_property("noequals").is_err());
+        let audit = |flags: &[&str]| {
+            use clap::Parser;
+            #[derive(Debug, Parser)]
+            struct Cli {
+                #[command(flatten)]
+                audit: AuditArgs,
+            }
+            let args = ["ackgate", "--topic=t"].iter().chain(flags);
+            Cli::try_parse_from(args).map(|cli| AuditConfig::from(&cli.audit))
+        };
+        assert!(audit(&["--kafka-property=noequals"]).is_err());
         // What create_consumer sets after the extra properties, and so would silently win.
         for key in [
             "enable.auto.commit",
             "auto.offset.reset",
             "allow.auto.create.topics",
         ] {
-            let error = parse_kafka_property(&format!("{key}=x")).unwrap_err();
-            assert!(error.contains("set by the audit itself"), "{error}");
+            let error = audit(&[&format!("--kafka-property={key}=x")]).unwrap_err();
+            assert!(
+                error.to_string().contains("set by the audit itself"),
+                "{error}"
+            );
         }
         // The group id is only a name here; the producer's own properties do nothing on a consumer.
-        assert!(parse_kafka_property("group.id=team-audit").is_ok());
-        assert!(parse_kafka_property("acks=1").is_ok());
+        let config = audit(&[
+            "--kafka-property=group.id=team-audit",
+            "--kafka-property=acks=1",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.kafka_properties,
+            vec![
+                ("group.id".into(), "team-audit".into()),
+                ("acks".into(), "1".into())
+            ]
+            .into()
+        );
     }
 }

@@ -73,7 +73,7 @@ pub struct AuditConfig {
     /// The file of saved 201 answers, if any.
     pub acks: Option<PathBuf>,
     /// Extra librdkafka consumer properties.
-    pub kafka_properties: Vec<(String, String)>,
+    pub kafka_properties: crate::settings::KafkaProperties,
     pub idle: Duration,
     pub timeout: Duration,
     /// Whether duplicate keys leave the verdict clean.
@@ -90,7 +90,7 @@ impl AuditConfig {
             topic: topic.into(),
             start: StartAt::Beginning,
             acks: None,
-            kafka_properties: Vec::new(),
+            kafka_properties: Default::default(),
             idle: Duration::from_millis(DEFAULT_IDLE_MS),
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
             allow_duplicates: false,

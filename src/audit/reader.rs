@@ -38,7 +38,7 @@ fn create_consumer(config: &AuditConfig) -> anyhow::Result<BaseConsumer> {
             ulid::Ulid::new().to_string().to_lowercase()
         ),
     );
-    for (key, value) in &config.kafka_properties {
+    for (key, value) in config.kafka_properties.iter() {
         client.set(key, value);
     }
     // Set after the extra properties, so these win; `--kafka-property` refuses them
@@ -50,13 +50,16 @@ fn create_consumer(config: &AuditConfig) -> anyhow::Result<BaseConsumer> {
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("allow.auto.create.topics", "false");
-    client.create().map_err(|error| match error {
-        // The message names the property; the value is left out, it may be a secret.
-        KafkaError::ClientConfig(_, description, _, _) => {
-            anyhow!("invalid Kafka consumer configuration: {description}")
-        }
-        other => anyhow!("could not create the Kafka consumer: {other}"),
-    })
+    client
+        .create()
+        .map_err(|error| match config.kafka_properties.redact_error(error) {
+            // The message names the property; the value is left out, and a secret one is taken
+            // out of the description too.
+            KafkaError::ClientConfig(_, description, _, _) => {
+                anyhow!("invalid Kafka consumer configuration: {description}")
+            }
+            other => anyhow!("could not create the Kafka consumer: {other}"),
+        })
 }
 
 pub(crate) fn read_topic(

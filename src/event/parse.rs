@@ -12,6 +12,11 @@ use bytes::Bytes;
 
 use super::{CONTENT_TYPE_HEADER, Event, IDEMPOTENCY_KEY_HEADER, IdempotencyKey, TopicName};
 
+/// The prefix of the record headers the gateway writes on dead-letter copies
+/// (`dlt-original-topic`, `dlt-failure-id`, …; see `pipeline::dead_letter`). A client may not
+/// send record headers with it, so a consumer of `<topic>.dlt` can trust them.
+pub(crate) const DEAD_LETTER_HEADER_PREFIX: &str = "dlt-";
+
 /// A part that may be given at most once, as a transport received it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum Single<'a> {
@@ -63,6 +68,13 @@ pub(crate) enum InvalidEvent {
     EmptyHeaderName,
     #[error("The record header '{0}' is set by the gateway; use the {0} request header instead.")]
     ReservedHeader(&'static str),
+    /// A record header with the prefix of the headers the gateway writes on dead-letter copies:
+    /// a client's own would be taken for the gateway's.
+    #[error(
+        "The record header prefix '{DEAD_LETTER_HEADER_PREFIX}' is reserved for the headers the \
+         gateway writes on dead-letter copies; choose another name."
+    )]
+    ReservedHeaderPrefix,
     #[error("Content-Type is not visible ASCII.")]
     ContentType,
     #[error("The body is declared as JSON but does not parse: {0}.")]
@@ -168,6 +180,15 @@ fn record_header((name, value): (&str, &[u8])) -> Result<(String, Bytes), Invali
         if name.eq_ignore_ascii_case(reserved) {
             return Err(InvalidEvent::ReservedHeader(reserved));
         }
+    }
+    // Compared as bytes: a name that is not ASCII has no character boundary to cut at.
+    let prefix = DEAD_LETTER_HEADER_PREFIX.as_bytes();
+    if name
+        .as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    {
+        return Err(InvalidEvent::ReservedHeaderPrefix);
     }
     Ok((name.to_owned(), Bytes::copy_from_slice(value)))
 }
@@ -284,7 +305,20 @@ mod tests {
             ),
             (
                 EventParts {
-                    principal: "tests".into(),
+                    headers: vec![("trace-id", b"x"), ("DLT-Failure-Id", b"forged")],
+                    ..parts(b"")
+                },
+                InvalidEvent::ReservedHeaderPrefix,
+            ),
+            (
+                EventParts {
+                    headers: vec![("dlt-", b"x")],
+                    ..parts(b"")
+                },
+                InvalidEvent::ReservedHeaderPrefix,
+            ),
+            (
+                EventParts {
                     content_type: Single::One("tëxt".as_bytes()),
                     ..parts(b"")
                 },
@@ -330,6 +364,22 @@ mod tests {
             Event::try_from(not_json),
             Err(InvalidEvent::Json(_))
         ));
+    }
+
+    #[test]
+    fn only_the_dead_letter_prefix_itself_is_reserved() {
+        for name in ["dlt", "dltx", "x-dlt-failure-id", "dlt_failure_id", "dlté"] {
+            let event = Event::try_from(EventParts {
+                headers: vec![(name, b"v")],
+                ..parts(b"")
+            });
+            assert!(event.is_ok(), "{name}");
+        }
+        let detail = InvalidEvent::ReservedHeaderPrefix.to_string();
+        assert!(
+            detail.contains("'dlt-'") && detail.contains("dead-letter"),
+            "{detail}"
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::pipeline::Refusal;
         ("Kafka-Key" = Option<String>, Header, description = "The record key (decides the partition)."),
         // OpenAPI has no templated header names, and `{`/`}` may not appear in an HTTP header
         // name: one concrete example stands for the whole `Kafka-Header-<name>` family.
-        ("Kafka-Header-Trace-Id" = Option<String>, Header, description = "An example of the `Kafka-Header-<name>` family: every request header `Kafka-Header-<name>` becomes record header `<name>` (lower-cased, as HTTP header names are case-insensitive), so this one becomes `trace-id`. `idempotency-key` and `content-type` are reserved."),
+        ("Kafka-Header-Trace-Id" = Option<String>, Header, description = "An example of the `Kafka-Header-<name>` family: every request header `Kafka-Header-<name>` becomes record header `<name>` (lower-cased, as HTTP header names are case-insensitive), so this one becomes `trace-id`. `idempotency-key` and `content-type` are reserved, and so is the prefix `dlt-` of the headers the gateway writes on dead-letter copies (`invalid-header`)."),
         ("Content-Type" = Option<String>, Header, description = "Copied to the record header `content-type`. A JSON type (application/json, */*+json) requires a body that parses as JSON."),
     ),
     request_body(content = String, description = "The record value, forwarded byte for byte.",

@@ -73,6 +73,7 @@ pub(super) fn invalid(why: InvalidEvent) -> ApiError {
         InvalidEvent::Repeated(_)
         | InvalidEvent::EmptyHeaderName
         | InvalidEvent::ReservedHeader(_)
+        | InvalidEvent::ReservedHeaderPrefix
         | InvalidEvent::ContentType => ProblemCode::InvalidHeader,
         InvalidEvent::Json(_) => ProblemCode::InvalidJson,
     };

@@ -67,6 +67,13 @@ impl DeliveryContext {
 
     /// The latest client error if it came within `within`: librdkafka's reason, which names
     /// the broker and the cause but never a credential.
+    ///
+    /// `/readyz` shows it, so why it cannot carry a password matters: librdkafka's error
+    /// callback reports what happened on a connection (the broker's name, a socket, TLS or SASL
+    /// failure, the broker's own authentication answer) and never the value of a configuration
+    /// property; the most it names of the configuration is a file path (`ssl.ca.location`).
+    /// Configuration errors, which do quote values, happen when the producer is built and
+    /// never reach this callback.
     pub(super) fn recent_error(&self, within: Duration) -> Option<String> {
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
         latest

@@ -31,6 +31,7 @@ pub(crate) use self::classify::{DeliveryFailure, FailureKind, Persistence};
 use self::context::DeliveryContext;
 pub(crate) use self::context::{Ack, DeliveryReport};
 use crate::event::{Event, TopicName};
+use crate::settings::KafkaProperties;
 
 type KafkaProducer = ThreadedProducer<DeliveryContext>;
 
@@ -45,8 +46,8 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// a few fields of one JSON document a second costs next to nothing.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How the publisher is configured.
-#[derive(Debug, Clone)]
+/// How the publisher is configured. (`Debug` is written out below: it hides secret properties.)
+#[derive(Clone)]
 pub struct PublisherConfig {
     pub brokers: String,
     pub delivery_timeout: Duration,
@@ -66,10 +67,30 @@ impl PublisherConfig {
             delivery_timeout: settings.delivery_timeout(),
             auto_create_topics: settings.auto_create_topics,
             metadata_refresh: settings.metadata_refresh(),
-            properties: settings.kafka_properties.clone(),
+            properties: settings
+                .kafka_properties
+                .iter()
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .collect(),
             // The body plus room for the key, headers and record framing.
             max_message_bytes: settings.max_body_bytes + settings.max_header_bytes + 1024,
         }
+    }
+}
+
+impl std::fmt::Debug for PublisherConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherConfig")
+            .field("brokers", &self.brokers)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("auto_create_topics", &self.auto_create_topics)
+            .field("metadata_refresh", &self.metadata_refresh)
+            .field(
+                "properties",
+                &KafkaProperties::from(self.properties.clone()),
+            )
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
     }
 }
 
@@ -258,7 +279,9 @@ fn is_fatal(producer: &KafkaProducer) -> bool {
 }
 
 fn build_producer(config: &PublisherConfig) -> Result<KafkaProducer, KafkaError> {
-    producer_config(config).create_with_context(DeliveryContext::default())
+    producer_config(config)
+        .create_with_context(DeliveryContext::default())
+        .map_err(|error| KafkaProperties::from(config.properties.clone()).redact_error(error))
 }
 
 /// The librdkafka properties of the gateway's producer. Public so that the benchmark's raw

@@ -138,6 +138,7 @@ pub(crate) fn expect(request: &Request, existing_topic: &str) -> Expected {
         if record_name.is_empty()
             || record_name == "idempotency-key"
             || record_name == "content-type"
+            || record_name.starts_with("dlt-")
         {
             return Problem(400, "invalid-header");
         }

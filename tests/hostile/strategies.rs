@@ -99,6 +99,7 @@ fn kafka_headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
         16 => "[!#$%&'*+.^_`|~0-9A-Za-z-]{1,16}",
         1 => prop::sample::select(vec![
             "", "Idempotency-Key", "idempotency-key", "Content-Type", "CONTENT-TYPE", "Trace-Id",
+            "dlt-failure-id", "DLT-Original-Topic", "dlt", "dltx",
         ])
         .prop_map(str::to_owned),
     ];
