@@ -17,12 +17,15 @@
 //! - [`redis_link`]: the Redis connection (TLS, client certificates) and how its errors are
 //!   described without secrets.
 //! - [`server`]: the accept loop with connection caps and header timeouts, and draining.
+//! - [`tls`]: HTTPS on the main listener, reloaded when its files change, and the names of
+//!   client certificates.
 //! - [`settings`], [`telemetry`], [`dev`]: configuration, logs and metrics, and the
 //!   self-contained `ackgate dev` mode.
 //! - [`audit`]: `ackgate audit`, which reads a topic back and checks it against the answers.
 //!
-//! [`Application::build`] wires them together and binds the listener; [`Application::run_until`]
-//! serves until a shutdown signal, then drains and flushes.
+//! [`Application::build`] wires them together and binds the listeners (the main one and the
+//! optional admin one); [`Application::run_until`] serves until a shutdown signal, then drains
+//! and flushes.
 
 pub mod audit;
 mod contract;
@@ -39,6 +42,7 @@ pub mod settings;
 pub mod telemetry;
 #[cfg(test)]
 mod test_redis;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::failures::{FailureStore, MemoryFailureStore, RedisFailureStore, Spool};
@@ -55,6 +60,7 @@ use crate::idempotency::{IdempotencyStore, Lifetimes, MemoryStore, RedisStore};
 use crate::pipeline::{DeadLetters, Pipeline};
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::settings::Settings;
+use crate::tls::ServerTls;
 
 /// Where idempotency and failure records are kept.
 #[derive(Debug, Clone)]
@@ -90,6 +96,12 @@ pub struct Config {
 /// A bound, ready-to-run gateway.
 pub struct Application {
     listener: TcpListener,
+    /// `--admin-listen`: the probes' own listener.
+    admin_listener: Option<TcpListener>,
+    /// The main listener's TLS, when it speaks HTTPS.
+    tls: Option<Arc<ServerTls>>,
+    /// How often the TLS files are checked for changes.
+    tls_poll_interval: Duration,
     state: AppState,
     tasks: TaskTracker,
     settings: Settings,
@@ -111,6 +123,7 @@ impl Application {
             backend,
         } = config;
         settings.validate().map_err(anyhow::Error::msg)?;
+        let tls = ServerTls::load(&settings.tls).map_err(anyhow::Error::msg)?;
         let lifetimes = Lifetimes {
             lease: settings.lease(),
             grace: settings.takeover_grace(),
@@ -165,6 +178,12 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("could not listen on {}", settings.listen))?;
+        let admin_listener = match settings.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|error| {
+                anyhow::anyhow!("--admin-listen: could not listen on {addr}: {error}")
+            })?),
+            None => None,
+        };
         let state = AppState {
             pipeline,
             metrics: telemetry::metrics_handle(),
@@ -176,6 +195,9 @@ impl Application {
         };
         Ok(Application {
             listener,
+            admin_listener,
+            tls,
+            tls_poll_interval: tls::POLL_INTERVAL,
             state,
             tasks,
             settings,
@@ -199,6 +221,26 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The address of the admin listener (`--admin-listen`), if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref().map(|listener| {
+            listener
+                .local_addr()
+                .expect("a bound listener has an address")
+        })
+    }
+
+    /// The main listener's TLS configuration, when it speaks HTTPS: what a SIGHUP reloads.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.tls.clone()
+    }
+
+    /// Checks the TLS files for changes this often instead of every 10 s.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_tls_poll_interval(&mut self, every: Duration) {
+        self.tls_poll_interval = every;
+    }
+
     /// Serves until `shutdown` resolves, then drains: stop accepting, let in-flight requests
     /// finish within the grace period, wait for every delivery report, flush the producer.
     pub async fn run_until(
@@ -207,6 +249,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Application {
             listener,
+            admin_listener,
+            tls,
+            tls_poll_interval,
             state,
             tasks,
             settings,
@@ -236,13 +281,19 @@ impl Application {
         let watchdog = tokio::spawn(publisher.clone().watch());
         let mirroring = dead_letter_queue
             .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
+        let tls_watch = tls
+            .clone()
+            .map(|tls| tokio::spawn(tls.watch(tls_poll_interval)));
+        let reloads = tokio::spawn(reload_on_sighup(tls.clone()));
         let grace = settings.shutdown_grace();
         let signalled = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let stopping = CancellationToken::new();
         let signal = {
-            let signalled = signalled.clone();
+            let (signalled, stopping) = (signalled.clone(), stopping.clone());
             async move {
                 shutdown.await;
                 let _ = signalled.set(Instant::now());
+                stopping.cancel();
             }
         };
         let limits = server::ConnectionLimits {
@@ -251,7 +302,26 @@ impl Application {
             max_header_bytes: settings.max_header_bytes,
         };
         let pipeline = state.pipeline.clone();
-        let drained = server::serve(listener, http::router(state), limits, signal, grace).await;
+        let (router, admin_router) = http::routers(state, admin_listener.is_some());
+        // The admin listener stops with the main one: same signal, same grace.
+        let admin = admin_listener.zip(admin_router).map(|(listener, router)| {
+            tokio::spawn(server::serve(
+                listener,
+                router,
+                None,
+                limits,
+                stopping.cancelled_owned(),
+                grace,
+            ))
+        });
+        let drained = server::serve(listener, router, tls, limits, signal, grace).await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        reloads.abort();
+        if let Some(tls_watch) = tls_watch {
+            tls_watch.abort();
+        }
         if !drained {
             tracing::warn!(
                 grace_ms = settings.shutdown_grace_ms,
@@ -293,6 +363,31 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// On SIGHUP, reads the reloadable files again: the HTTPS listener's certificate and key.
+/// Each reload logs its own outcome.
+async fn reload_on_sighup(tls: Option<Arc<ServerTls>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; files are reloaded when they change");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading files");
+            if let Some(tls) = &tls {
+                // The outcome is logged and counted by `reload`.
+                let _ = tls.reload();
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 async fn warn_about_store(pipeline: &Pipeline) {
