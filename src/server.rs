@@ -110,7 +110,7 @@ pub(crate) async fn serve(
         });
     }
 
-    tracing::info!("shutdown requested; draining open connections");
+    tracing::info!(addr = ?listener.local_addr().ok(), "shutdown requested; draining open connections");
     drop(listener);
     tokio::time::timeout(grace, graceful.shutdown())
         .await

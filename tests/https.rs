@@ -369,3 +369,20 @@ fn bad_https_and_admin_settings_stop_the_binary_with_one_line_naming_the_flag() 
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
 }
+
+#[test]
+fn serve_and_dev_document_the_https_and_admin_flags() {
+    for command in ["serve", "dev"] {
+        let output = ackgate().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8(output.stdout).unwrap();
+        for (flag, env) in [
+            ("--tls-cert-file", "ACKGATE_TLS_CERT_FILE"),
+            ("--tls-key-file", "ACKGATE_TLS_KEY_FILE"),
+            ("--tls-client-ca-file", "ACKGATE_TLS_CLIENT_CA_FILE"),
+            ("--admin-listen", "ACKGATE_ADMIN_LISTEN"),
+        ] {
+            assert!(help.contains(flag), "{command}: {flag}");
+            assert!(help.contains(env), "{command}: {env}");
+        }
+    }
+}
