@@ -161,6 +161,19 @@ async fn an_event_posted_over_https_reaches_kafka_with_the_configured_certificat
         .send()
         .await;
     assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+    let metrics = client(&ca, &gateway, None)
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ackgate_tls_handshake_failures_total "),
+        "the failed handshake is counted: {metrics}"
+    );
+    assert!(metrics.contains("ackgate_tls_certificate_expiry_seconds "));
     gateway.stop().await;
 }
 
