@@ -76,6 +76,7 @@ pub async fn run(
             .with_context(|| format!("could not create topic {}", topic.name))?;
     }
     let args_open = !args.settings.auth.is_configured();
+    let https = args.settings.tls.is_enabled();
     let app = Application::build(Config {
         settings: args.settings,
         kafka_brokers: cluster.bootstrap_servers(),
@@ -88,13 +89,17 @@ pub async fn run(
         .map(|t| format!("{} ({} partitions)", t.name, t.partitions))
         .collect();
     let addr = app.local_addr();
+    let scheme = if https { "https" } else { "http" };
     eprintln!();
     eprintln!("  ackgate dev — in-memory Kafka and idempotency store.");
     eprintln!(
         "  !!! NOTHING IS KEPT: every event, key and failure record is lost when this process stops. !!!"
     );
     eprintln!();
-    eprintln!("  listening on  http://{addr}   (API docs: http://{addr}/docs)");
+    eprintln!("  listening on  {scheme}://{addr}   (API docs: {scheme}://{addr}/docs)");
+    if let Some(admin) = app.admin_addr() {
+        eprintln!("  admin         http://{admin}   (/healthz, /readyz, /metrics)");
+    }
     eprintln!("  topics        {}", topics.join(", "));
     if args_open {
         eprintln!(

@@ -19,12 +19,15 @@
 //! - [`redis_link`]: the Redis connection (TLS, client certificates) and how its errors are
 //!   described without secrets.
 //! - [`server`]: the accept loop with connection caps and header timeouts, and draining.
+//! - [`tls`]: HTTPS on the main listener, reloaded when its files change, and the names of
+//!   client certificates.
 //! - [`settings`], [`telemetry`], [`dev`]: configuration, logs and metrics, and the
 //!   self-contained `ackgate dev` mode.
 //! - [`audit`]: `ackgate audit`, which reads a topic back and checks it against the answers.
 //!
-//! [`Application::build`] wires them together and binds the listener; [`Application::run_until`]
-//! serves until a shutdown signal, then drains and flushes.
+//! [`Application::build`] wires them together and binds the listeners (the main one and the
+//! optional admin one); [`Application::run_until`] serves until a shutdown signal, then drains
+//! and flushes.
 
 pub mod audit;
 pub mod auth;
@@ -37,12 +40,13 @@ pub mod idempotency;
 mod pipeline;
 pub mod publisher;
 pub mod redis_link;
+mod reload;
 mod server;
 pub mod settings;
 pub mod telemetry;
 #[cfg(test)]
 mod test_redis;
-mod tls;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,6 +55,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::failures::{FailureStore, MemoryFailureStore, RedisFailureStore, Spool};
@@ -59,6 +64,7 @@ use crate::idempotency::{IdempotencyStore, Lifetimes, MemoryStore, RedisStore};
 use crate::pipeline::{DeadLetters, Pipeline};
 use crate::publisher::{Publisher, PublisherConfig};
 use crate::settings::Settings;
+use crate::tls::ServerTls;
 
 /// Where idempotency and failure records are kept. (`Debug` is in `redis_link`: it hides the
 /// URL's password.)
@@ -95,6 +101,12 @@ pub struct Config {
 /// A bound, ready-to-run gateway.
 pub struct Application {
     listener: TcpListener,
+    /// `--admin-listen`: the probes' own listener.
+    admin_listener: Option<TcpListener>,
+    /// The main listener's TLS, when it speaks HTTPS.
+    tls: Option<Arc<ServerTls>>,
+    /// How often the TLS files are checked for changes.
+    tls_poll_interval: Duration,
     state: AppState,
     tasks: TaskTracker,
     settings: Settings,
@@ -120,6 +132,7 @@ impl Application {
             auth::Access::new(&settings.auth, settings.max_in_flight)
                 .map_err(anyhow::Error::msg)?,
         );
+        let tls = ServerTls::load(&settings.tls).map_err(anyhow::Error::msg)?;
         let lifetimes = Lifetimes {
             lease: settings.lease(),
             grace: settings.takeover_grace(),
@@ -174,6 +187,12 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("could not listen on {}", settings.listen))?;
+        let admin_listener = match settings.admin_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|error| {
+                anyhow::anyhow!("--admin-listen: could not listen on {addr}: {error}")
+            })?),
+            None => None,
+        };
         let state = AppState {
             pipeline,
             access,
@@ -186,6 +205,9 @@ impl Application {
         };
         Ok(Application {
             listener,
+            admin_listener,
+            tls,
+            tls_poll_interval: tls::POLL_INTERVAL,
             state,
             tasks,
             settings,
@@ -209,6 +231,26 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The address of the admin listener (`--admin-listen`), if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref().map(|listener| {
+            listener
+                .local_addr()
+                .expect("a bound listener has an address")
+        })
+    }
+
+    /// The main listener's TLS configuration, when it speaks HTTPS: what a SIGHUP reloads.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.tls.clone()
+    }
+
+    /// Checks the TLS files for changes this often instead of every 10 s.
+    #[cfg(feature = "test-hooks")]
+    pub fn set_tls_poll_interval(&mut self, every: Duration) {
+        self.tls_poll_interval = every;
+    }
+
     /// Serves until `shutdown` resolves, then drains: stop accepting, let in-flight requests
     /// finish within the grace period, wait for every delivery report, flush the producer.
     pub async fn run_until(
@@ -217,6 +259,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Application {
             listener,
+            admin_listener,
+            tls,
+            tls_poll_interval,
             state,
             tasks,
             settings,
@@ -225,7 +270,7 @@ impl Application {
             failures,
             spool,
         } = self;
-        let reloading = reload_on_sighup(state.access.clone());
+        let reloads = reload::on_sighup(state.access.clone(), tls.clone());
         self::warn_about_store(&state.pipeline).await;
         if let Some(warning) = state.access.warning() {
             tracing::warn!("{warning}");
@@ -250,13 +295,18 @@ impl Application {
         let watchdog = tokio::spawn(publisher.clone().watch());
         let mirroring = dead_letter_queue
             .map(|ids| tokio::spawn(state.pipeline.clone().mirror_dead_letters(ids)));
+        let tls_watch = tls
+            .clone()
+            .map(|tls| tokio::spawn(tls.watch(tls_poll_interval)));
         let grace = settings.shutdown_grace();
         let signalled = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let stopping = CancellationToken::new();
         let signal = {
-            let signalled = signalled.clone();
+            let (signalled, stopping) = (signalled.clone(), stopping.clone());
             async move {
                 shutdown.await;
                 let _ = signalled.set(Instant::now());
+                stopping.cancel();
             }
         };
         let limits = server::ConnectionLimits {
@@ -265,7 +315,26 @@ impl Application {
             max_header_bytes: settings.max_header_bytes,
         };
         let pipeline = state.pipeline.clone();
-        let drained = server::serve(listener, http::router(state), limits, signal, grace).await;
+        let (router, admin_router) = http::routers(state, admin_listener.is_some());
+        // The admin listener stops with the main one: same signal, same grace.
+        let admin = admin_listener.zip(admin_router).map(|(listener, router)| {
+            tokio::spawn(server::serve(
+                listener,
+                router,
+                None,
+                limits,
+                stopping.cancelled_owned(),
+                grace,
+            ))
+        });
+        let drained = server::serve(listener, router, tls, limits, signal, grace).await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        reloads.abort();
+        if let Some(tls_watch) = tls_watch {
+            tls_watch.abort();
+        }
         if !drained {
             tracing::warn!(
                 grace_ms = settings.shutdown_grace_ms,
@@ -296,7 +365,6 @@ impl Application {
         }
         maintenance.abort();
         watchdog.abort();
-        reloading.abort();
         upkeep.abort();
         let _ = maintenance.await;
         if let Some(mirroring) = mirroring {
@@ -308,39 +376,6 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// Reloads the auth file and the JWKS file on each SIGHUP. A file that does not load leaves the
-/// policy in force; requests in progress keep the principal they were given either way. The
-/// handler is installed before this returns: from then on SIGHUP no longer ends the process.
-fn reload_on_sighup(access: Arc<auth::Access>) -> tokio::task::JoinHandle<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let hangups = signal(SignalKind::hangup());
-        tokio::spawn(async move {
-            let Ok(mut hangups) = hangups else {
-                tracing::warn!("cannot listen for SIGHUP: the auth files are not reloadable");
-                return;
-            };
-            while hangups.recv().await.is_some() {
-                match access.reload() {
-                    Ok(()) => {
-                        metrics::counter!("ackgate_auth_reloads_total", "outcome" => "ok")
-                            .increment(1);
-                        tracing::info!("SIGHUP: auth settings reloaded");
-                    }
-                    Err(error) => {
-                        metrics::counter!("ackgate_auth_reloads_total", "outcome" => "failed")
-                            .increment(1);
-                        tracing::warn!(%error, "SIGHUP: auth settings not reloaded; the old ones stay");
-                    }
-                }
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(std::future::pending::<()>())
 }
 
 async fn warn_about_store(pipeline: &Pipeline) {

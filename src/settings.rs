@@ -55,6 +55,15 @@ pub struct Settings {
     #[arg(long, env = "ACKGATE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// A second address, plain HTTP, for `/metrics`, `/healthz` and `/readyz`, so they need not
+    /// be reachable where clients are; the main listener then answers 404 for them. Without it
+    /// they are served on --listen. Must differ from --listen.
+    #[arg(long, env = "ACKGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub tls: crate::tls::ListenerTls,
+
     /// How long librdkafka may try to deliver one event, retries included
     /// (`delivery.timeout.ms`). A request is answered within about this time.
     #[arg(long, env = "ACKGATE_DELIVERY_TIMEOUT_MS", default_value_t = DEFAULT_DELIVERY_TIMEOUT_MS,
@@ -182,6 +191,14 @@ impl Settings {
 
     /// Checks that hold between settings; each error is one line for the operator.
     pub fn validate(&self) -> Result<(), String> {
+        self.tls.validate()?;
+        // Port 0 asks the kernel for a free port, so two of them never collide.
+        if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(format!(
+                "--admin-listen ({}) must differ from --listen",
+                self.listen
+            ));
+        }
         if self.idempotency_ttl().as_millis() <= self.lease().as_millis() {
             return Err(format!(
                 "--idempotency-ttl-secs ({}) must be longer than the in-flight lease ({} ms, \
@@ -310,6 +327,10 @@ mod tests {
         let cli = Cli::try_parse_from([
             "ackgate",
             "--listen=127.0.0.1:1",
+            "--admin-listen=127.0.0.1:2",
+            "--tls-cert-file=/c.pem",
+            "--tls-key-file=/k.pem",
+            "--tls-client-ca-file=/ca.pem",
             "--delivery-timeout-ms=2000",
             "--wait-timeout-ms=1000",
             "--failure-spool-path=/tmp/x.spool",
@@ -347,6 +368,11 @@ mod tests {
             s.kafka_properties,
             vec![("linger.ms".into(), "1".into())].into()
         );
+        assert_eq!(s.admin_listen, Some("127.0.0.1:2".parse().unwrap()));
+        assert_eq!(
+            s.tls.tls_client_ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
     }
 
     #[test]
@@ -360,8 +386,17 @@ mod tests {
             assert_eq!(arg.get_env(), None, "--{id} would read the environment");
             match (id, matches.value_source(id)) {
                 (_, Some(ValueSource::DefaultValue)) => {}
-                // The settings without a default: no extra properties.
-                ("kafka_properties" | "kafka_properties_file", None) => {}
+                // The settings without a default: no extra properties, no admin listener, no
+                // HTTPS.
+                (
+                    "kafka_properties"
+                    | "kafka_properties_file"
+                    | "admin_listen"
+                    | "tls_cert_file"
+                    | "tls_key_file"
+                    | "tls_client_ca_file",
+                    None,
+                ) => {}
                 (_, source) => panic!("--{id} did not take its default: {source:?}"),
             }
         }
@@ -418,6 +453,28 @@ mod tests {
         ] {
             assert!(shown.contains(visible), "{visible}: {shown}");
         }
+    }
+
+    #[test]
+    fn the_admin_listener_needs_an_address_of_its_own() {
+        let settings = |listen: &str, admin: &str| Settings {
+            listen: listen.parse().unwrap(),
+            admin_listen: Some(admin.parse().unwrap()),
+            ..Settings::defaults()
+        };
+        let error = settings("0.0.0.0:8080", "0.0.0.0:8080")
+            .validate()
+            .unwrap_err();
+        assert!(
+            error.starts_with("--admin-listen (0.0.0.0:8080)"),
+            "{error}"
+        );
+        assert!(
+            settings("0.0.0.0:8080", "127.0.0.1:9090")
+                .validate()
+                .is_ok()
+        );
+        assert!(settings("127.0.0.1:0", "127.0.0.1:0").validate().is_ok());
     }
 
     #[test]

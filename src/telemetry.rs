@@ -94,6 +94,19 @@ fn describe() {
         "Settles tried again because the idempotency store did not answer"
     );
     describe_counter!(
+        "ackgate_tls_handshake_failures_total",
+        "TLS handshakes on the HTTPS listener that failed or timed out"
+    );
+    describe_counter!(
+        "ackgate_tls_reloads_total",
+        "Reloads of the HTTPS listener's files by outcome: ok, failed (the previous ones stay in use)"
+    );
+    describe_gauge!(
+        "ackgate_tls_certificate_expiry_seconds",
+        Unit::Seconds,
+        "When the HTTPS listener's certificate expires (notAfter), in seconds since the Unix epoch"
+    );
+    describe_counter!(
         "ackgate_leases_lost_total",
         "Keys taken over while their delivery was pending, by step (renew, settle): the event may be in Kafka twice"
     );

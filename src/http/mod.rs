@@ -3,14 +3,16 @@
 //! Nothing here decides anything about Kafka or idempotency; handlers parse, call the
 //! [`Pipeline`] (never the stores or the producer behind it), and render its typed answer.
 //!
-//! Routes come in three groups, each built by its own function with its own layers, so that a
+//! Routes come in four groups, each built by its own function with its own layers, so that a
 //! guard added to one group covers every route in it and none outside it:
 //! - [`client_routes`]: publishing events and reading their status;
 //! - [`operator_routes`]: the failure records an operator inspects, retries or discards;
-//! - [`operations_routes`]: health, readiness, metrics and the API documentation.
+//! - [`probe_routes`]: health, readiness and metrics;
+//! - [`docs_routes`]: the API documentation.
 //!
-//! [`router`] merges them under the layers every request shares (request id, trace span,
-//! panic catching, request metrics).
+//! [`routers`] merges them under the layers every request shares (request id, trace span,
+//! panic catching, request metrics). With an admin listener (`--admin-listen`) the probes are
+//! served there instead, under the same layers.
 
 mod auth;
 mod error;
@@ -130,13 +132,31 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The whole application as a router, so tests can drive it without a socket.
-pub(crate) fn router(state: AppState) -> Router {
+/// The main listener's router and, with `admin_listener`, the admin listener's: the probes
+/// are then served only there, and the main listener answers 404 for them. Without it, the
+/// first is the whole application.
+pub(crate) fn routers(state: AppState, admin_listener: bool) -> (Router, Option<Router>) {
     let state = Arc::new(state);
-    Router::new()
+    let main = Router::new()
         .merge(client_routes(state.clone()))
         .merge(operator_routes(state.clone()))
-        .merge(operations_routes(state))
+        .merge(docs_routes());
+    if admin_listener {
+        let admin = admin_router(state);
+        (shared_layers(main), Some(admin))
+    } else {
+        (shared_layers(main.merge(probe_routes(state))), None)
+    }
+}
+
+/// The admin listener's router: the probes alone.
+fn admin_router(state: Arc<AppState>) -> Router {
+    shared_layers(probe_routes(state))
+}
+
+/// The layers every request shares, on whichever listener, and the 404 for unknown paths.
+fn shared_layers(routes: Router) -> Router {
+    routes
         .fallback(not_found)
         // Layers run outside-in from the bottom: the request id exists before the span that
         // logs it, and panics become problem documents inside the span.
@@ -239,15 +259,19 @@ fn operator_routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// What the platform around the gateway reads: probes, metrics, the API description.
-fn operations_routes(state: Arc<AppState>) -> Router {
+/// What the platform around the gateway reads: liveness, readiness, metrics.
+fn probe_routes(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+}
+
+/// The API description: Swagger UI and the OpenAPI document (on the main listener always).
+fn docs_routes() -> Router {
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
 }
 
 /// Request ids are ULIDs: sortable by time in logs, and made from a thread-local generator

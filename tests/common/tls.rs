@@ -49,6 +49,16 @@ impl TestCa {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
 
+    /// Issues `NAME.pem` and `NAME.key` for `subject`, an X.509 v3 certificate with
+    /// `extensions` in `openssl x509 -extfile` syntax, e.g.
+    /// `subjectAltName=DNS:localhost,IP:127.0.0.1` (rustls takes only v3 certificates; the ones
+    /// [`TestCa::new`] issues without extensions are v1).
+    pub fn issue_v3(&self, name: &str, subject: &str, extensions: &str) {
+        let file = format!("{name}.ext");
+        std::fs::write(self.dir.join(&file), format!("{extensions}\n")).unwrap();
+        self.issue(name, subject, Some(&file));
+    }
+
     fn issue(&self, name: &str, subject: &str, extensions: Option<&str>) {
         let (key, csr, pem) = (
             format!("{name}.key"),
