@@ -329,6 +329,7 @@ fn refused_at_start_up(args: &[&str]) -> String {
     let spool = std::env::temp_dir().join(format!("{}.spool", unique("https-cli")));
     let output = ackgate()
         .arg("serve")
+        .arg("--no-auth")
         .args(["--listen", "127.0.0.1:0"])
         .args(["--failure-spool-path", &spool.display().to_string()])
         .args(args)
@@ -398,4 +399,58 @@ fn serve_and_dev_document_the_https_and_admin_flags() {
             assert!(help.contains(env), "{command}: {env}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_client_certificate_mapped_in_the_auth_file_is_its_principal() {
+    let ca = TestCa::new();
+    ca.issue_v3(
+        "orders",
+        "/CN=orders-service",
+        "subjectAltName=DNS:orders.internal,URI:spiffe://example.org/orders",
+    );
+    ca.issue_v3("stranger", "/CN=stranger", CLIENT_USAGE);
+    let topic = unique("mtls");
+    create_topic(&kafka_brokers(), &topic, 1).await;
+    let auth_file = std::env::temp_dir().join(format!("{}.toml", unique("mtls-auth")));
+    std::fs::write(
+        &auth_file,
+        format!(
+            "[[clients]]\nname = \"orders\"\ncert_names = [\"spiffe://example.org/orders\"]\n\
+             produce = [\"{topic}\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut settings = https_settings(&ca, Some(&ca.path("ca.pem")));
+    settings.auth.auth_file = Some(auth_file.clone());
+    let gateway = Gateway::start(settings, Duration::from_secs(10)).await;
+
+    let post = |identity, key: &'static str| {
+        let request = client(&ca, &gateway, identity)
+            .post(gateway.url(&format!("/v1/topics/{topic}/events")))
+            .header("Idempotency-Key", key)
+            .header("Content-Type", "application/json")
+            .body("{}");
+        async move { request.send().await.unwrap() }
+    };
+    let mapped = post(Some((&ca, "orders")), "k-1").await;
+    assert_eq!(mapped.status(), 201);
+    // Its key is the principal's: the same certificate replays it.
+    let again = post(Some((&ca, "orders")), "k-1").await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    for (identity, what) in [
+        (Some((&ca, "stranger")), "a certificate mapped to no client"),
+        (None, "no certificate and no key"),
+    ] {
+        let refused = post(identity, "k-2").await;
+        assert_eq!(refused.status(), 401, "{what}");
+        assert_eq!(
+            refused.headers()["www-authenticate"],
+            r#"Bearer realm="ackgate""#
+        );
+    }
+    let records = consume_to_end(&kafka_brokers(), &topic, 1);
+    assert_eq!(records.len(), 1);
+    gateway.stop().await;
+    let _ = std::fs::remove_file(auth_file);
 }
