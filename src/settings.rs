@@ -387,14 +387,20 @@ mod tests {
             match (id, matches.value_source(id)) {
                 (_, Some(ValueSource::DefaultValue)) => {}
                 // The settings without a default: no extra properties, no admin listener, no
-                // HTTPS.
+                // HTTPS, no auth file or JWT (open; `serve` refuses that unless --no-auth), and
+                // the in-flight share derived from --max-in-flight.
                 (
                     "kafka_properties"
                     | "kafka_properties_file"
                     | "admin_listen"
                     | "tls_cert_file"
                     | "tls_key_file"
-                    | "tls_client_ca_file",
+                    | "tls_client_ca_file"
+                    | "auth_file"
+                    | "jwt_jwks_file"
+                    | "jwt_issuer"
+                    | "jwt_audience"
+                    | "max_in_flight_per_client",
                     None,
                 ) => {}
                 (_, source) => panic!("--{id} did not take its default: {source:?}"),

@@ -107,6 +107,29 @@ fn describe() {
         "When the HTTPS listener's certificate expires (notAfter), in seconds since the Unix epoch"
     );
     describe_counter!(
+        "ackgate_auth_failures_total",
+        "Requests answered 401, by reason: missing, bad_scheme, unknown_api_key, unknown_certificate, \
+         or the JWT's (expired, bad_signature, wrong_audience, …)"
+    );
+    describe_counter!(
+        "ackgate_requests_forbidden_total",
+        "Requests answered 403 by access control, by reason: topic (not granted), operator"
+    );
+    describe_counter!(
+        "ackgate_requests_rate_limited_total",
+        "Event requests answered 429, by client (the auth-file name; `jwt` for every JWT subject)"
+    );
+    describe_counter!(
+        "ackgate_client_share_shed_total",
+        "Event requests refused with 503 because their client had --max-in-flight-per-client in \
+         progress, by client (as for rate limits)"
+    );
+    describe_counter!(
+        "ackgate_auth_reloads_total",
+        "Reloads of the auth file and JWKS file on SIGHUP by outcome: ok, failed (the previous ones \
+         stay in force)"
+    );
+    describe_counter!(
         "ackgate_leases_lost_total",
         "Keys taken over while their delivery was pending, by step (renew, settle): the event may be in Kafka twice"
     );

@@ -107,6 +107,7 @@ fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> String {
     let spool = std::env::temp_dir().join(format!("{}.spool", unique("cli")));
     let output = ackgate()
         .arg("serve")
+        .arg("--no-auth")
         .args(["--listen", "127.0.0.1:0"])
         .args(["--failure-spool-path", &spool.display().to_string()])
         .args(args)

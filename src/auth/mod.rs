@@ -176,7 +176,7 @@ impl Unauthenticated {
         match self {
             Unauthenticated::Missing => "missing",
             Unauthenticated::BadScheme => "bad_scheme",
-            Unauthenticated::UnknownKey => "unknown_key",
+            Unauthenticated::UnknownKey => "unknown_api_key",
             Unauthenticated::UnknownCertificate => "unknown_certificate",
             Unauthenticated::Jwt(rejection) => rejection.label(),
         }

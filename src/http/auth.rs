@@ -148,8 +148,9 @@ pub(super) async fn guard_publish(
         match state.access.shares().enter(principal.shared_name()) {
             Some(share) => Some(share),
             None => {
-                metrics::counter!("ackgate_requests_shed_total", "reason" => "client-share")
-                    .increment(1);
+                metrics::counter!("ackgate_client_share_shed_total",
+                    "client" => principal.label().to_owned())
+                .increment(1);
                 return ApiError::new(
                     ProblemCode::Overloaded,
                     format!(
