@@ -85,5 +85,8 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
 # `terminationGracePeriodSeconds: 50`.
 STOPSIGNAL SIGTERM
 
+# `serve` refuses to start without authentication: mount an auth file read-only and set
+# ACKGATE_AUTH_FILE (make a key with `docker run --rm <image> new-key --name NAME`), or give the
+# ACKGATE_JWT_* settings; ACKGATE_NO_AUTH=true serves every caller without credentials.
 ENTRYPOINT ["ackgate"]
 CMD ["serve"]

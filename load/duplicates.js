@@ -3,7 +3,7 @@
 // gateway must publish each event exactly once and give every request for a key the same
 // answer.
 //
-//   scripts/k6.sh run load/duplicates.js
+//   ACKGATE_KEY=<key> scripts/k6.sh run load/duplicates.js
 //   k6 run -e BASE_URL=http://localhost:8080 -e VUS=50 -e KEYS=20 -e ROUNDS=10 load/duplicates.js
 //
 // Every VU walks through the keys ROUNDS times, all VUs in step, so they collide on each key.
@@ -23,6 +23,7 @@
 //
 // Environment (defaults in brackets):
 //   BASE_URL [http://localhost:8080]  TOPIC [events]
+//   ACKGATE_KEY [unset]               API key sent as `Authorization: Bearer` (lib/auth.js)
 //   VUS [20]  KEYS [20]  ROUNDS [5]      each VU sends KEYS x ROUNDS events
 //   MAX_ATTEMPTS [200]                   409 retries per request before giving up
 //   RETRY_SLEEP_MAX [0.1]                upper bound of the wait after a 409, in seconds
@@ -31,6 +32,7 @@
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
+import { requireAccess, withKey } from './lib/auth.js';
 import { Counter } from 'k6/metrics';
 
 const BASE_URL = (__ENV.BASE_URL || 'http://localhost:8080').replace(/\/+$/, '');
@@ -70,6 +72,7 @@ export function setup() {
   if (ready.status !== 200) {
     exec.test.abort(`gateway at ${BASE_URL} is not ready: ${ready.status} ${ready.body}`);
   }
+  requireAccess(BASE_URL, TOPIC);
   return { run: crypto.randomUUID() };
 }
 
@@ -83,11 +86,11 @@ function send(data, i) {
     `${BASE_URL}/v1/topics/${TOPIC}/events`,
     JSON.stringify({ duplicates: data.run, event: i }),
     {
-      headers: {
+      headers: withKey({
         'Content-Type': 'application/json',
         'Idempotency-Key': keyOf(data, i),
         'Kafka-Key': `dup-${i}`,
-      },
+      }),
       tags: { name: 'POST /v1/topics/{topic}/events' },
     },
   );

@@ -1,11 +1,12 @@
 // Load test: a ramp of new events (every request a new Idempotency-Key) at a target arrival
 // rate, with latency and error thresholds.
 //
-//   scripts/k6.sh run load/load.js
+//   ACKGATE_KEY=<key> scripts/k6.sh run load/load.js
 //   k6 run -e BASE_URL=http://localhost:8080 -e RATE=500 -e HOLD=5m load/load.js
 //
 // Environment (defaults in brackets):
 //   BASE_URL [http://localhost:8080]   TOPIC [events]
+//   ACKGATE_KEY [unset]                API key sent as `Authorization: Bearer` (lib/auth.js)
 //   START_RATE [10]  RATE [200]        requests/s at the start and at the plateau
 //   RAMP [30s]  HOLD [1m]  RAMP_DOWN [10s]
 //   PRE_VUS [50]  MAX_VUS [500]        VUs k6 may use to keep up with the rate
@@ -15,6 +16,7 @@
 import http from 'k6/http';
 import { check } from 'k6';
 import exec from 'k6/execution';
+import { requireAccess, withKey } from './lib/auth.js';
 
 const BASE_URL = (__ENV.BASE_URL || 'http://localhost:8080').replace(/\/+$/, '');
 const TOPIC = __ENV.TOPIC || 'events';
@@ -53,6 +55,7 @@ export function setup() {
   if (ready.status !== 200) {
     exec.test.abort(`gateway at ${BASE_URL} is not ready: ${ready.status} ${ready.body}`);
   }
+  requireAccess(BASE_URL, TOPIC);
   // One id per run, so keys never collide with an earlier run's (still replayable) keys.
   return { run: crypto.randomUUID() };
 }
@@ -64,11 +67,11 @@ export default function (data) {
   const key = `load-${data.run}-${n}`;
   const body = JSON.stringify({ run: data.run, n: n, at: Date.now(), pad: padding });
   const res = http.post(`${BASE_URL}/v1/topics/${TOPIC}/events`, body, {
-    headers: {
+    headers: withKey({
       'Content-Type': 'application/json',
       'Idempotency-Key': key,
       'Kafka-Key': `customer-${n % 1000}`,
-    },
+    }),
     tags: { name: 'POST /v1/topics/{topic}/events' },
   });
   check(res, {

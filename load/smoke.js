@@ -1,12 +1,14 @@
 // Smoke test of the ackgate contract: one request for every answer a healthy gateway gives
-// (201, replay, 422, 400 x5, 404, 413), each checked against the documented contract.
+// (201, replay, 422, 400 x5, 404, 413, and 401 when it needs a key), each checked against the
+// documented contract.
 //
-//   scripts/k6.sh run load/smoke.js
+//   ACKGATE_KEY=<key> scripts/k6.sh run load/smoke.js
 //   k6 run -e BASE_URL=http://localhost:8080 -e TOPIC=events load/smoke.js
 //
 // Environment: BASE_URL (default http://localhost:8080), TOPIC (an existing topic, default
-// events), MAX_BODY_BYTES (the gateway's --max-body-bytes, default 1048576), ITERATIONS
-// (default 1). Every check must pass (threshold checks rate==1.0), so any deviation from the
+// events), ACKGATE_KEY (an API key that may publish to TOPIC, sent as `Authorization: Bearer`;
+// unset for a gateway without authentication; see lib/auth.js), MAX_BODY_BYTES (the gateway's
+// --max-body-bytes, default 1048576), ITERATIONS (default 1). Every check must pass (threshold checks rate==1.0), so any deviation from the
 // contract makes k6 exit non-zero.
 //
 // Each step (one answer of the contract) runs in its own try/catch: an exception in a step
@@ -19,6 +21,7 @@ import http from 'k6/http';
 import { check, group } from 'k6';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
+import { HAS_KEY, requireAccess, withKey } from './lib/auth.js';
 
 const BASE_URL = (__ENV.BASE_URL || 'http://localhost:8080').replace(/\/+$/, '');
 const TOPIC = __ENV.TOPIC || 'events';
@@ -42,6 +45,8 @@ const STEPS = [
   ['404 topic-not-found', topicNotFound],
   ['413 payload-too-large', payloadTooLarge],
 ];
+// With a key, the gateway checks credentials: a request without them gets 401.
+if (HAS_KEY) STEPS.push(['401 unauthenticated', unauthenticated]);
 
 export const options = {
   scenarios: {
@@ -60,15 +65,17 @@ export const options = {
 };
 
 // Every status the smoke test provokes on purpose is "expected" (http_req_failed stays 0).
-http.setResponseCallback(http.expectedStatuses(201, 400, 404, 413, 422));
+http.setResponseCallback(http.expectedStatuses(201, 400, 401, 404, 413, 422));
 
 function eventsUrl(topic) {
   return `${BASE_URL}/v1/topics/${topic}/events`;
 }
 
-function post(topic, key, body, headers) {
-  const h = Object.assign({ 'Content-Type': 'application/json' }, headers || {});
+// A POST with the API key; `anonymous` leaves the key out.
+function post(topic, key, body, headers, anonymous) {
+  let h = Object.assign({ 'Content-Type': 'application/json' }, headers || {});
   if (key !== null) h['Idempotency-Key'] = key;
+  if (!anonymous) h = withKey(h);
   return http.post(eventsUrl(topic), body, { headers: h, tags: { name: 'POST /v1/topics/{topic}/events' } });
 }
 
@@ -102,6 +109,7 @@ export function setup() {
   if (ready.status !== 200) {
     exec.test.abort(`gateway at ${BASE_URL} is not ready: ${ready.status} ${ready.body}`);
   }
+  requireAccess(BASE_URL, TOPIC);
 }
 
 export default function () {
@@ -197,4 +205,19 @@ function payloadTooLarge(t) {
   // the 413 rather than a reset while it is still sending; a reset fails this check.
   const res = post(TOPIC, `smoke-413-${t.run}`, big, { 'Content-Type': 'application/octet-stream' });
   checkProblem(res, 413, 'payload-too-large');
+}
+
+function unauthenticated(t) {
+  // The whole, valid event, only without the key: refused before anything is stored.
+  const k = `smoke-401-${t.run}`;
+  const res = post(TOPIC, k, t.body, t.headers, true);
+  checkProblem(res, 401, 'unauthenticated');
+  check(res, {
+    'unauthenticated: WWW-Authenticate: Bearer': (r) => /^Bearer\b/.test(r.headers['Www-Authenticate'] || ''),
+  });
+  // Nothing was stored for the key: the same request with the key is a new event.
+  check(post(TOPIC, k, t.body, t.headers), {
+    'unauthenticated: the same request with the key is persisted': (r) =>
+      r.status === 201 && r.headers['Idempotent-Replayed'] === undefined,
+  });
 }

@@ -5,11 +5,12 @@
 // base rate, nearly every request must be a 201: a gateway that sheds everything, or that does
 // not come back after the spike, fails.
 //
-//   scripts/k6.sh run load/spike.js
+//   ACKGATE_KEY=<key> scripts/k6.sh run load/spike.js
 //   k6 run -e BASE_URL=http://localhost:8080 -e SPIKE_RATE=2000 load/spike.js
 //
 // Environment (defaults in brackets):
 //   BASE_URL [http://localhost:8080]  TOPIC [events]
+//   ACKGATE_KEY [unset]               API key sent as `Authorization: Bearer` (lib/auth.js)
 //   BASE_RATE [20]  SPIKE_RATE [500]   requests/s before/after and during the spike
 //   WARMUP [10s]  SPIKE_RAMP [2s]  SPIKE_HOLD [20s]  RECOVERY [20s]
 //   RECOVERY_GRACE [5s]                the first part of RECOVERY, not judged: the backlog of
@@ -31,6 +32,7 @@
 import http from 'k6/http';
 import { check } from 'k6';
 import exec from 'k6/execution';
+import { requireAccess, withKey } from './lib/auth.js';
 import { Counter, Rate } from 'k6/metrics';
 
 const BASE_URL = (__ENV.BASE_URL || 'http://localhost:8080').replace(/\/+$/, '');
@@ -128,6 +130,7 @@ export function setup() {
   if (ready.status !== 200) {
     exec.test.abort(`gateway at ${BASE_URL} is not ready: ${ready.status} ${ready.body}`);
   }
+  requireAccess(BASE_URL, TOPIC);
   return { run: crypto.randomUUID() };
 }
 
@@ -147,11 +150,11 @@ export default function (data) {
     `${BASE_URL}/v1/topics/${TOPIC}/events`,
     JSON.stringify({ run: data.run, n: n, at: Date.now() }),
     {
-      headers: {
+      headers: withKey({
         'Content-Type': 'application/json',
         'Idempotency-Key': `spike-${data.run}-${n}`,
         'Kafka-Key': `customer-${n % 1000}`,
-      },
+      }),
       tags: { name: 'POST /v1/topics/{topic}/events' },
       timeout: str('REQUEST_TIMEOUT', '30s'),
     },

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Browser test of the API docs: drives the Swagger UI at /docs of `ackgate dev` in headless
 # Chromium (Debian's package, through playwright-core; Playwright never downloads a browser).
+# The gateway runs with an auth file holding a fresh API key (`ackgate new-key`) that may publish
+# to `events`; the test gets the key as ACKGATE_KEY and enters it through Authorize.
 #
 # Usage: scripts/browser-test.sh [extra node --test args...]   e.g. --test-reporter=spec
 #
@@ -9,7 +11,8 @@
 #   CHROMIUM             the browser (default: /usr/bin/chromium, apt-installed if missing)
 #   BROWSER_TIMEOUT_MS   how long one wait in the browser may take (default: 30000)
 #
-# Writes target/browser/: docs.png, try-it-out.png, failure-*.png on a failure, ackgate-dev.log.
+# Writes target/browser/: docs.png, try-it-out-401.png, authorized.png, try-it-out.png,
+# failure-*.png on a failure, ackgate-dev.log.
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -52,12 +55,15 @@ echo "$ACKGATE_BIN"
 
 step "start ackgate dev"
 mkdir -p "$OUT"
-rm -f "$OUT"/docs.png "$OUT"/try-it-out.png "$OUT"/failure-*.png
+SHOTS=(docs.png try-it-out-401.png authorized.png try-it-out.png)
+rm -f "${SHOTS[@]/#/$OUT/}" "$OUT"/failure-*.png
 GATEWAY_PID=""
+AUTH_FILE=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_dev_gateway 5
+    [[ -z "$AUTH_FILE" ]] || rm -f "$AUTH_FILE"
     if ((rc != 0)) && [[ -n "$GATEWAY_PID" ]]; then
         show_gateway_log "$LOG"
     fi
@@ -66,13 +72,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# A key that may publish to `events` (the topic dev creates), for this run only: the auth file
+# goes with it, so the key the screenshots may show opens nothing afterwards.
+AUTH_FILE="$(mktemp "${TMPDIR:-/tmp}/ackgate-browser-XXXXXX.toml")"
+make_auth_file "$ACKGATE_BIN" "$AUTH_FILE" browser-test '["events"]'
 # Its spool (and the spool's lock file) in the output directory, not the working directory.
 READY_SECS=60 start_dev_gateway "$ACKGATE_BIN" "$(free_port)" "$LOG" \
-    --failure-spool-path "$OUT/ackgate-dev.spool"
+    --failure-spool-path "$OUT/ackgate-dev.spool" --auth-file "$AUTH_FILE"
 URL="$GATEWAY_URL"
 
 step "run the browser test (node --test tests/browser/docs.test.mjs)"
-(cd tests/browser && ACKGATE_URL="$URL" node --test "$@" docs.test.mjs)
+(cd tests/browser && ACKGATE_URL="$URL" ACKGATE_KEY="$ACKGATE_KEY" node --test "$@" docs.test.mjs)
 
 step "screenshots"
-ls -l "$OUT"/docs.png "$OUT"/try-it-out.png
+ls -l "${SHOTS[@]/#/$OUT/}"

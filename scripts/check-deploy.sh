@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Checks the deployment files without a container engine:
 #   - docker-compose.yml against the Compose Specification JSON schema, plus a few references
-#     the schema cannot see (depends_on targets, named volumes, bind-mount sources, grace period);
+#     the schema cannot see (depends_on targets, named volumes, bind-mount sources, grace period,
+#     the gateway's auth file mounted read-only);
+#   - the compose demo's auth file (deploy/compose/auth.toml): the gateway that checks the
+#     metrics runs with it, and its documented demo secret gets 201 where no key gets 401;
 #   - every YAML/JSON file under deploy/ parses; every Grafana panel has a PromQL expression,
 #     and every expression parses (promtool);
 #   - Prometheus config, alert rules and their unit tests (promtool check config / check rules /
@@ -167,10 +170,37 @@ for name, svc in services.items():
 gateway = services.get("ackgate")
 if gateway is None:
     errors.append("services/ackgate: missing")
-elif seconds(gateway.get("stop_grace_period", "10s")) < 45:
-    errors.append("services/ackgate/stop_grace_period: must be >= 45s "
-                  "(ackgate drains for up to --shutdown-grace-ms = 35 s after SIGTERM, "
-                  "then keeps what is unfinished and flushes the producer)")
+else:
+    if seconds(gateway.get("stop_grace_period", "10s")) < 45:
+        errors.append("services/ackgate/stop_grace_period: must be >= 45s "
+                      "(ackgate drains for up to --shutdown-grace-ms = 35 s after SIGTERM, "
+                      "then keeps what is unfinished and flushes the producer)")
+    # `ackgate serve` refuses to start without authentication: the auth file must be set and
+    # come from a read-only bind mount of a file that exists.
+    env = gateway.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    auth_file = env.get("ACKGATE_AUTH_FILE")
+    if not auth_file:
+        errors.append("services/ackgate/environment: ACKGATE_AUTH_FILE is not set "
+                      "(`ackgate serve` refuses to start without authentication)")
+    else:
+        found = False
+        for vol in gateway.get("volumes") or []:
+            if not isinstance(vol, str) or not vol.startswith((".", "/")):
+                continue
+            source, target, *mode = vol.split(":")
+            if auth_file != target and not auth_file.startswith(target.rstrip("/") + "/"):
+                continue
+            found = True
+            host = os.path.normpath(os.path.join(base, source, os.path.relpath(auth_file, target)))
+            if not os.path.isfile(host):
+                errors.append(f"services/ackgate: ACKGATE_AUTH_FILE {auth_file} is {host} "
+                              "on the host, which does not exist")
+            if "ro" not in ",".join(mode).split(","):
+                errors.append(f"services/ackgate/volumes: {vol} (the auth file) should be read-only (:ro)")
+        if not found:
+            errors.append(f"services/ackgate: ACKGATE_AUTH_FILE {auth_file} is in no bind mount")
 
 for line in errors:
     print("  " + line)
@@ -274,21 +304,30 @@ step "promtool check rules deploy/prometheus/alerts.yml"
 step "promtool test rules deploy/prometheus/alerts.test.yml"
 "$PROMTOOL" test rules deploy/prometheus/alerts.test.yml
 
-step "every metric deploy/ uses is in the gateway's /metrics"
+step "every metric deploy/ uses is in the gateway's /metrics (with the compose demo's auth file)"
 [[ -x "$ACKGATE_BIN" ]] ||
     die "gateway binary not found: $ACKGATE_BIN (build it with 'cargo build' or set ACKGATE_BIN)"
+# The compose demo's auth file, and the demo secret it documents on its `# demo-secret:` line.
+AUTH_FILE=deploy/compose/auth.toml
+DEMO_KEY="$(sed -n 's/^# demo-secret: *\([^ ]*\)$/\1/p' "$AUTH_FILE")"
+[[ -n "$DEMO_KEY" ]] || die "$AUTH_FILE: no '# demo-secret: <secret>' line documents its demo key"
 # message.max.bytes=1000: the large event below fails its delivery, so that the delivery-error
 # counter is exported too.
 start_dev_gateway "$ACKGATE_BIN" "$(free_port)" "$WORK/gateway.log" --topic events:3 \
-    --failure-spool-path "$WORK/failures.spool" --kafka-property message.max.bytes=1000
+    --failure-spool-path "$WORK/failures.spool" --kafka-property message.max.bytes=1000 \
+    --auth-file "$AUTH_FILE"
+# post_event KEY BODY [SECRET]: the answer's status (SECRET defaults to the demo key; "" sends none).
 post_event() {
+    local secret="${3-$DEMO_KEY}" auth=()
+    [[ -z "$secret" ]] || auth=(-H "Authorization: Bearer $secret")
     curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-        -H "Idempotency-Key: $1" --data-binary "$2" "$GATEWAY_URL/v1/topics/events/events"
+        "${auth[@]}" -H "Idempotency-Key: $1" --data-binary "$2" "$GATEWAY_URL/v1/topics/events/events"
 }
 large="{\"pad\":\"$(printf 'x%.0s' {1..2000})\"}"
 answers="$(post_event check-deploy-1 '{"n":1}') $(post_event check-deploy-1 '{"n":1}') $(post_event check-deploy-2 "$large")"
-echo "requests: 201, its replay, an event too large for Kafka: $answers"
-[[ "$answers" == "201 201 413" ]] || die "unexpected answers: $answers (expected 201 201 413)"
+answers+=" $(post_event check-deploy-3 '{"n":3}' '')"
+echo "requests: 201, its replay, an event too large for Kafka, one without the key: $answers"
+[[ "$answers" == "201 201 413 401" ]] || die "unexpected answers: $answers (expected 201 201 413 401)"
 curl -fsS "$GATEWAY_URL/metrics" >"$WORK/metrics.txt" || die "GET $GATEWAY_URL/metrics failed"
 stop_dev_gateway
 "$PY" - deploy "$WORK/metrics.txt" src "${NOT_PROVOKED[@]}" <<'PY'

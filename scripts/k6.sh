@@ -5,7 +5,10 @@
 # Usage:
 #   scripts/k6.sh run load/smoke.js            any k6 command line, passed through to k6
 #   scripts/k6.sh run -e BASE_URL=http://host:8080 -e RATE=500 load/load.js
+#   ACKGATE_KEY=<key> scripts/k6.sh run ...    the API key every request sends (load/lib/auth.js)
 #   scripts/k6.sh ci                           the CI run, non-zero when anything fails:
+#       0. makes a fresh API key (`ackgate new-key`) and an auth file that lets it publish to
+#          every topic; both gateways below run with that file and k6 sends the key;
 #       1. smoke.js against `ackgate dev` on a free port;
 #       2. duplicates.js against `ackgate serve` on Redis and a Kafka broker, on a new topic,
 #          saving every 201 answer; then `ackgate audit --acks` reads the topic back: it must
@@ -93,9 +96,13 @@ ci() {
 
     local failed=()
 
+    # One key for this run, in the environment k6 reads __ENV from (never on a command line).
+    make_auth_file "$bin" "$CI_DIR/auth.toml" k6-ci '["*"]'
+    export ACKGATE_KEY
+
     # smoke.js: the contract, against `ackgate dev`.
     start_dev_gateway "$bin" "$(free_port)" "$CI_DIR/gateway-dev.log" --topic events:3 \
-        --failure-spool-path "$CI_DIR/dev-failures.spool"
+        --failure-spool-path "$CI_DIR/dev-failures.spool" --auth-file "$CI_DIR/auth.toml"
     step "k6 run load/smoke.js"
     run_k6 run --quiet -e BASE_URL="$GATEWAY_URL" -e TOPIC="${CI_TOPIC:-events}" "$REPO/load/smoke.js" || failed+=(smoke.js)
     stop_dev_gateway
@@ -124,7 +131,8 @@ ci() {
     # Its own key prefix and a short TTL: nothing of this run is left in a shared Redis for long.
     start_gateway "$bin" "$(free_port)" "$CI_DIR/gateway-serve.log" serve \
         --kafka-brokers "$brokers" --redis-url "$redis_url" --redis-key-prefix "ackgate-$topic" \
-        --idempotency-ttl-secs 600 --failure-spool-path "$CI_DIR/serve-failures.spool"
+        --idempotency-ttl-secs 600 --failure-spool-path "$CI_DIR/serve-failures.spool" \
+        --auth-file "$CI_DIR/auth.toml"
     step "k6 run load/duplicates.js"
     # Every 201 body goes to console.log (LOG_ANSWERS=1), which --console-output saves, raw.
     run_k6 run --quiet --log-format raw --console-output "$CI_DIR/console.txt" \

@@ -13,6 +13,7 @@
 #   start_tansu_until_exit      a Tansu broker for this run, stopped when the script exits
 #   start_dev_gateway           `ackgate dev` on a port, waited for until /readyz answers
 #   start_gateway               the same for any subcommand (`serve` with its flags)
+#   make_auth_file              a fresh API key (`ackgate new-key`) and an auth file holding it
 #   stop_dev_gateway, stop_child, show_gateway_log
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -132,6 +133,33 @@ start_gateway() {
         sleep 0.2
     done
     die "gateway not ready after ${READY_SECS:-30} s"
+}
+
+# make_auth_file BIN FILE NAME PRODUCE [OPERATOR]: makes a fresh API key with `BIN new-key`,
+# writes FILE (mode 0600) as an auth file with one client NAME that may publish to PRODUCE (a
+# TOML array, e.g. '["*"]') and is an operator when OPERATOR is `true` (default false), and
+# sets ACKGATE_KEY to the secret (not exported, never printed). The key exists for this run only.
+make_auth_file() {
+    local bin="$1" file="$2" name="$3" produce="$4" operator="${5:-false}" out secret digest
+    out="$("$bin" new-key --name "$name")" || die "$bin new-key failed"
+    # new-key prints the secret on the first line that is neither blank nor a comment, then the
+    # entry with `key_sha256 = "<hex>"`.
+    secret="$(printf '%s\n' "$out" | grep -v -e '^#' -e '^[[:space:]]*$' | head -n 1)"
+    digest="$(printf '%s\n' "$out" | sed -n 's/^key_sha256 = "\([0-9a-f]\{64\}\)".*/\1/p')"
+    [[ -n "$secret" && "$secret" != '['* && -n "$digest" ]] ||
+        die "could not read the secret and its SHA-256 from '$bin new-key' (its output changed?)"
+    (
+        umask 077
+        cat >"$file" <<TOML
+# Made by ${0##*/} for one run; the key is thrown away with this file.
+[[clients]]
+name = "$name"
+key_sha256 = "$digest"
+produce = $produce
+operator = $operator
+TOML
+    )
+    ACKGATE_KEY="$secret"
 }
 
 # stop_dev_gateway [GRACE_SECS]: SIGTERM to GATEWAY_PID (ackgate drains and exits), SIGKILL

@@ -6,9 +6,11 @@
 # Usage:
 #   scripts/schemathesis.sh [extra `st run` args...]    e.g. --seed 1, or -n 50 --max-time 300
 #
-# Starts `ackgate dev` (mock Kafka with topic `events`, in-memory stores) on a free port, runs
-# Schemathesis against http://127.0.0.1:PORT/openapi.json, stops the gateway. Exits non-zero on
-# any failure. Schemathesis is installed from PyPI into target/tools/schemathesis-venv when
+# Makes a fresh API key (`ackgate new-key`) and an auth file whose one client may publish to every
+# topic and is an operator, starts `ackgate dev` with it (mock Kafka with topic `events`,
+# in-memory stores) on a free port, runs Schemathesis against
+# http://127.0.0.1:PORT/openapi.json with `Authorization: Bearer <key>` on every request, stops
+# the gateway. Exits non-zero on any failure. Schemathesis is installed from PyPI into target/tools/schemathesis-venv when
 # missing.
 #
 # Environment:
@@ -45,6 +47,7 @@ GATEWAY_PID=""
 ST_PID=""
 GATEWAY_LOG=""
 CONFIG=""
+AUTH_FILE=""
 
 cleanup() {
     local rc=$?
@@ -53,6 +56,9 @@ cleanup() {
     stop_dev_gateway
     if [[ -n "$CONFIG" ]]; then
         rm -f "$CONFIG"
+    fi
+    if [[ -n "$AUTH_FILE" ]]; then
+        rm -f "$AUTH_FILE"
     fi
     if [[ -n "$GATEWAY_LOG" ]]; then
         if ((rc != 0)); then
@@ -76,15 +82,26 @@ main() {
 
     mkdir -p "$WORK_DIR"
     GATEWAY_LOG="$(mktemp "${TMPDIR:-/tmp}/ackgate-schemathesis-XXXXXX.log")"
+    # An operator that may publish anywhere: every documented route is reachable with the key,
+    # so the run exercises the handlers rather than the 403s.
+    AUTH_FILE="$(mktemp "${TMPDIR:-/tmp}/ackgate-schemathesis-XXXXXX.toml")"
+    make_auth_file "$bin" "$AUTH_FILE" schemathesis '["*"]' true
+    # For the config below (read from the environment, so the key is on no command line).
+    export ACKGATE_KEY
     start_dev_gateway "$bin" "$(free_port)" "$GATEWAY_LOG" --topic events:3 \
-        --failure-spool-path "$WORK_DIR/dev-failures.spool"
+        --failure-spool-path "$WORK_DIR/dev-failures.spool" --auth-file "$AUTH_FILE"
     local base="$GATEWAY_URL"
 
     # `path.topic` pins every `{topic}` to the one topic `ackgate dev` has, so the POSTs reach
     # the pipeline and Kafka instead of stopping at 404 topic-not-found. Everything else
     # (idempotency keys, Kafka-Key, headers, bodies, failure ids, queries) is generated.
+    # Every request sends the key; Schemathesis substitutes ${ACKGATE_KEY} from the environment.
+    # The key lives as long as this run's auth file, so the reports may show it
+    # (--output-sanitize false).
     CONFIG="$(mktemp "${TMPDIR:-/tmp}/ackgate-schemathesis-XXXXXX.toml")"
     cat >"$CONFIG" <<'TOML'
+headers = { Authorization = "Bearer ${ACKGATE_KEY}" }
+
 [parameters]
 "path.topic" = "events"
 TOML

@@ -1,11 +1,15 @@
 // Browser test of ackgate's API docs: the Swagger UI at /docs renders from the vendored assets,
-// lists the operations, and "Try it out" publishes an event and shows the idempotent replay.
+// lists the operations; "Try it out" without credentials shows 401; after Authorize with an API
+// key it publishes an event and shows the idempotent replay.
 //
-// Run by scripts/browser-test.sh, which starts `ackgate dev` and sets ACKGATE_URL. By hand:
-//   ACKGATE_URL=http://127.0.0.1:PORT node --test tests/browser/docs.test.mjs
+// Run by scripts/browser-test.sh, which starts `ackgate dev` with an auth file and sets
+// ACKGATE_URL and ACKGATE_KEY. By hand:
+//   ACKGATE_URL=http://127.0.0.1:PORT ACKGATE_KEY=<key> node --test tests/browser/docs.test.mjs
 //
 // Environment:
 //   ACKGATE_URL          base URL of a running gateway (required; must be on 127.0.0.1)
+//   ACKGATE_KEY          an API key of the gateway's auth file that may publish to `events`
+//                        (required: the gateway must be one that checks credentials)
 //   CHROMIUM             the browser (default /usr/bin/chromium; Playwright never downloads one)
 //   BROWSER_OUT_DIR      where screenshots go (default <repo>/target/browser)
 //   BROWSER_TIMEOUT_MS   how long one wait may take (default 30000)
@@ -20,6 +24,7 @@ import { chromium } from 'playwright-core';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BASE_URL = (process.env.ACKGATE_URL ?? '').replace(/\/+$/, '');
+const API_KEY = process.env.ACKGATE_KEY ?? '';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const OUT_DIR = process.env.BROWSER_OUT_DIR || path.resolve(HERE, '..', '..', 'target', 'browser');
 const TIMEOUT_MS = Number(process.env.BROWSER_TIMEOUT_MS || 30000);
@@ -85,6 +90,7 @@ before(async () => {
     `ACKGATE_URL must be http://127.0.0.1:PORT of a running gateway (got ${JSON.stringify(BASE_URL)}); ` +
       'scripts/browser-test.sh sets it',
   );
+  assert.ok(API_KEY !== '', 'ACKGATE_KEY must be an API key of the gateway\'s auth file; scripts/browser-test.sh sets it');
   await mkdir(OUT_DIR, { recursive: true });
   userDataDir = await mkdtemp(path.join(tmpdir(), 'ackgate-chromium-'));
   context = await chromium.launchPersistentContext(userDataDir, {
@@ -164,55 +170,129 @@ test('/docs renders the ackgate API and lists its operations', async () => {
   });
 });
 
-test('"Try it out" publishes an event, then replays it for the same Idempotency-Key', async () => {
-  const key = `browser-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
-  const body = JSON.stringify({ source: 'browser-test', idempotency_key: key, n: 1 }, null, 2);
+// The POST operation's block, its parameters and its live response (shared by the tests below,
+// which go on in the same page).
+const op = () => page.locator(`.opblock:has(.opblock-summary-path[data-path="${POST_PATH}"])`).first();
+const params = () => op().locator('.parameters');
+const liveResponse = () => op().locator('.responses-wrapper .live-responses-table');
 
-  const op = page.locator(`.opblock:has(.opblock-summary-path[data-path="${POST_PATH}"])`).first();
-  const params = op.locator('.parameters');
-  const liveResponse = op.locator('.responses-wrapper .live-responses-table');
+const newKey = (what) => `browser-${what}-${Date.now()}-${Math.random().toString(36).slice(2, 10)}`;
 
+/** Opens /docs when elsewhere, expands the POST operation and switches on "Try it out". */
+async function tryItOut() {
   await step('open /docs', async () => {
     if (!page.url().startsWith(`${BASE_URL}/docs`)) {
       await page.goto(`${BASE_URL}/docs`, { waitUntil: 'domcontentloaded' });
     }
-    await op.waitFor({ state: 'visible' });
+    await op().waitFor({ state: 'visible' });
   });
 
   await step('expand the POST operation', async () => {
-    if (!(await op.evaluate((el) => el.classList.contains('is-open')))) {
-      await op.locator('.opblock-summary').first().click();
+    if (!(await op().evaluate((el) => el.classList.contains('is-open')))) {
+      await op().locator('.opblock-summary').first().click();
     }
-    await op.locator('.opblock-body').waitFor({ state: 'visible' });
+    await op().locator('.opblock-body').waitFor({ state: 'visible' });
   });
 
   await step('click "Try it out"', async () => {
-    await op.locator('button.try-out__btn', { hasText: 'Try it out' }).click();
-    await op.locator('button.execute').waitFor({ state: 'visible' });
+    // Still on from an earlier test: the button then reads "Cancel".
+    if (!(await op().locator('button.execute').isVisible())) {
+      await op().locator('button.try-out__btn', { hasText: 'Try it out' }).click();
+    }
+    await op().locator('button.execute').waitFor({ state: 'visible' });
   });
+}
 
+/** Fills the topic, the Idempotency-Key and the body (which names the key). */
+async function fillRequest(key) {
   await step('fill the parameters and the request body', async () => {
-    await params.locator('tr[data-param-name="topic"][data-param-in="path"] input').fill('events');
-    await params.locator('tr[data-param-name="Idempotency-Key"][data-param-in="header"] input').fill(key);
-    const textarea = op.locator('textarea.body-param__text');
+    const body = JSON.stringify({ source: 'browser-test', idempotency_key: key, n: 1 }, null, 2);
+    await params().locator('tr[data-param-name="topic"][data-param-in="path"] input').fill('events');
+    await params().locator('tr[data-param-name="Idempotency-Key"][data-param-in="header"] input').fill(key);
+    const textarea = op().locator('textarea.body-param__text');
     await textarea.fill(body);
     assert.equal(await textarea.inputValue(), body, 'the request body editor should hold the edited JSON');
   });
+}
 
-  /** Clicks Execute and waits for the live response; returns its status, body and headers. */
-  async function execute() {
-    await op.locator('button.execute').click();
-    const row = liveResponse.locator('tbody .response').first();
-    await row.waitFor({ state: 'visible' });
-    const status = (await row.locator('.response-col_status').innerText()).trim();
-    const bodyText = await row.locator('.response-col_description .highlight-code').first().innerText();
-    // Swagger UI 5 renders <div><h5>Response headers</h5><pre><span class="headerline">name: value</span>...
-    const headerLines = row.locator('.response-col_description h5:text-is("Response headers") + pre .headerline');
-    await headerLines.first().waitFor({ state: 'visible' });
-    const headers = (await headerLines.allInnerTexts()).map((h) => h.trim()).join('; ');
-    const curl = await op.locator('.curl-command .curl').innerText();
-    return { status, bodyText, headers, curl };
-  }
+/** Clicks Execute and waits for the live response; returns its status, body and headers. */
+async function execute() {
+  await op().locator('button.execute').click();
+  const row = liveResponse().locator('tbody .response').first();
+  await row.waitFor({ state: 'visible' });
+  const status = (await row.locator('.response-col_status').innerText()).trim();
+  const bodyText = await row.locator('.response-col_description .highlight-code').first().innerText();
+  // Swagger UI 5 renders <div><h5>Response headers</h5><pre><span class="headerline">name: value</span>...
+  const headerLines = row.locator('.response-col_description h5:text-is("Response headers") + pre .headerline');
+  await headerLines.first().waitFor({ state: 'visible' });
+  const headers = (await headerLines.allInnerTexts()).map((h) => h.trim()).join('; ');
+  const curl = await op().locator('.curl-command .curl').innerText();
+  return { status, bodyText, headers, curl };
+}
+
+/** Clears the live response; the parameter values stay. */
+async function clearResponse(key) {
+  await op().locator('button.btn-clear').click();
+  await liveResponse().waitFor({ state: 'detached' });
+  const kept = await params().locator('tr[data-param-name="Idempotency-Key"] input').inputValue();
+  assert.equal(kept, key, 'Clear should keep the Idempotency-Key value');
+}
+
+test('"Try it out" without authorizing answers 401 unauthenticated', async () => {
+  const key = newKey('anonymous');
+  await tryItOut();
+  await fillRequest(key);
+
+  await step('execute without credentials', async () => {
+    const answer = await execute();
+    assert.equal(answer.status, '401', `without a key: expected 401, got ${answer.status}; body: ${answer.bodyText}`);
+    assert.ok(answer.bodyText.includes('"code": "unauthenticated"'), `401 body:\n${answer.bodyText}`);
+    assert.match(answer.headers, /www-authenticate: Bearer/i, `401 headers: ${answer.headers}`);
+    assert.ok(!/authorization:/i.test(answer.curl), `nothing was authorized yet, yet the request had:\n${answer.curl}`);
+  });
+
+  await step('screenshot try-it-out-401.png', async () => {
+    await page.screenshot({ path: path.join(OUT_DIR, 'try-it-out-401.png'), fullPage: true });
+  });
+
+  await step('clear the 401 response', () => clearResponse(key));
+});
+
+test('Authorize takes the API key as the bearer token', async () => {
+  const modal = page.locator('.dialog-ux .modal-ux');
+  // The `bearer` security scheme of the OpenAPI document.
+  const scheme = modal.locator('.auth-container:has(h4 code:text-is("bearer"))');
+
+  await step('click Authorize', async () => {
+    await page.locator('.auth-wrapper button.authorize').click();
+    await scheme.waitFor({ state: 'visible' });
+  });
+
+  await step('enter the key and Authorize', async () => {
+    await scheme.locator('input[aria-label="auth-bearer-value"]').fill(API_KEY);
+    await scheme.locator('button.modal-btn.authorize').click();
+    await scheme.locator('h6:text-is("Authorized")').waitFor({ state: 'visible' });
+    // Once applied, the dialog shows the key masked.
+    assert.ok(!(await modal.innerText()).includes(API_KEY), 'the authorized dialog should not show the key');
+  });
+
+  await step('screenshot authorized.png', async () => {
+    // The dialog is fixed to the viewport: the viewport shows it whole.
+    await page.screenshot({ path: path.join(OUT_DIR, 'authorized.png') });
+  });
+
+  await step('close the dialog', async () => {
+    await modal.locator('button.btn-done').first().click();
+    await modal.waitFor({ state: 'detached' });
+    await page.locator('.auth-wrapper button.authorize.locked').waitFor({ state: 'visible' });
+  });
+});
+
+test('authorized, "Try it out" publishes an event, then replays it for the same Idempotency-Key', async () => {
+  // A new key: the 401 stored nothing, but a fresh one keeps this test independent of that.
+  const key = newKey('authorized');
+  await tryItOut();
+  await fillRequest(key);
 
   let first;
   await step('execute the first request', async () => {
@@ -224,18 +304,13 @@ test('"Try it out" publishes an event, then replays it for the same Idempotency-
     );
     assert.ok(first.bodyText.includes(`"idempotency_key": "${key}"`), `body should echo the key:\n${first.bodyText}`);
     assert.ok(!/idempotent-replayed/i.test(first.headers), `a first publish is no replay: ${first.headers}`);
-    // The request Swagger UI sent carried the edited body and the key.
+    // The request Swagger UI sent carried the edited body, the key and the credentials.
     assert.ok(first.curl.includes('"source": "browser-test"'), `the request should carry the edited body:\n${first.curl}`);
     assert.ok(first.curl.includes(`Idempotency-Key: ${key}`), `the request should carry the key:\n${first.curl}`);
+    assert.ok(first.curl.includes(`Authorization: Bearer ${API_KEY}`), 'the request should carry the API key');
   });
 
-  await step('clear the first response', async () => {
-    await op.locator('button.btn-clear').click();
-    await liveResponse.waitFor({ state: 'detached' });
-    // Clear keeps the parameter values; make sure, since the replay depends on the same key.
-    const kept = await params.locator('tr[data-param-name="Idempotency-Key"] input').inputValue();
-    assert.equal(kept, key, 'Clear should keep the Idempotency-Key value');
-  });
+  await step('clear the first response', () => clearResponse(key));
 
   await step('execute again with the same Idempotency-Key', async () => {
     const second = await execute();
