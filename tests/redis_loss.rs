@@ -58,7 +58,10 @@ impl Setup {
 
     /// The state of `key`'s idempotency record in Redis, if there is one.
     async fn state(&self, key: &str) -> Option<String> {
-        let record = format!("{}:idem:{TOPIC}:{key}", self.app.settings.redis_key_prefix);
+        let record = format!(
+            "{}:idem:anonymous:{TOPIC}:{key}",
+            self.app.settings.redis_key_prefix
+        );
         self.query(redis::cmd("HGET").arg(record).arg("state"))
             .await
     }

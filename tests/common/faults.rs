@@ -38,9 +38,10 @@ impl TestApp {
     }
 }
 
-/// The Redis key of an idempotency record (`<prefix>:idem:<topic>:<key>`).
+/// The Redis key of an idempotency record of an open gateway's principal
+/// (`<prefix>:idem:anonymous:<topic>:<key>`).
 pub fn idempotency_record_key(prefix: &str, topic: &str, key: &str) -> String {
-    format!("{prefix}:idem:{topic}:{key}")
+    format!("{prefix}:idem:anonymous:{topic}:{key}")
 }
 
 /// Every field of the idempotency record of (`topic`, `key`) under `prefix`; empty when there
