@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mock::MockKafka;
-use common::process::{Gateway, ackgate, warm_up};
+use common::process::{Gateway, ackgate, serve_refused, warm_up};
 use common::*;
 
 #[test]
@@ -79,19 +79,7 @@ fn a_bad_setting_stops_start_up_with_one_clear_line() {
         ),
     ];
     for (args, env, mentions) in cases {
-        let spool = std::env::temp_dir().join(format!("{}.spool", unique("cli")));
-        let output = ackgate()
-            .arg("serve")
-            .arg("--no-auth")
-            .args(["--listen", "127.0.0.1:0"])
-            // Never the default in the working directory: its lock would outlive the test.
-            .args(["--failure-spool-path", &spool.display().to_string()])
-            .args(*args)
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{args:?} must fail");
+        let stderr = serve_refused(args, env);
         let error_lines: Vec<_> = stderr.lines().filter(|l| l.starts_with("error")).collect();
         assert_eq!(
             error_lines.len(),
@@ -100,22 +88,6 @@ fn a_bad_setting_stops_start_up_with_one_clear_line() {
         );
         assert!(stderr.contains(mentions), "{args:?}: {stderr}");
     }
-}
-
-/// `ackgate serve` with these flags and environment, which must fail: its stderr.
-fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> String {
-    let spool = std::env::temp_dir().join(format!("{}.spool", unique("cli")));
-    let output = ackgate()
-        .arg("serve")
-        .arg("--no-auth")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(["--failure-spool-path", &spool.display().to_string()])
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "{args:?} {env:?} must fail");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ackgate::settings::Settings;
 use ackgate::tls::{ListenerTls, ServerTls};
 use ackgate::{Application, Backend, Config};
-use common::process::ackgate;
+use common::process::{ackgate, serve_refused};
 use common::tls::TestCa;
 use common::*;
 use tokio::sync::oneshot;
@@ -324,21 +324,6 @@ async fn without_an_admin_listener_the_probes_stay_on_the_main_one() {
     gateway.stop().await;
 }
 
-/// `ackgate serve` with `args`, which must stop at start-up: its standard error.
-fn refused_at_start_up(args: &[&str]) -> String {
-    let spool = std::env::temp_dir().join(format!("{}.spool", unique("https-cli")));
-    let output = ackgate()
-        .arg("serve")
-        .arg("--no-auth")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(["--failure-spool-path", &spool.display().to_string()])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "{args:?} must fail");
-    String::from_utf8(output.stderr).unwrap()
-}
-
 #[test]
 fn bad_https_and_admin_settings_stop_the_binary_with_one_line_naming_the_flag() {
     let ca = TestCa::new();
@@ -377,7 +362,7 @@ fn bad_https_and_admin_settings_stop_the_binary_with_one_line_naming_the_flag() 
         ),
     ];
     for (args, expected) in cases {
-        let stderr = refused_at_start_up(args);
+        let stderr = serve_refused(args, &[]);
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{expected}: {stderr}");

@@ -76,10 +76,27 @@ async fn sighup_reloads_the_auth_file() {
     .await;
     assert_eq!(post("k-first", next()).await, 401);
 
-    // A broken file keeps the clients in force.
+    // A broken file keeps the clients in force, and a reload drops no request in progress:
+    // requests keep flowing while the signals arrive.
     std::fs::write(&file.0, "[[clients]]\nname = \"broken\"\n").unwrap();
-    hup();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flowing = tokio::spawn({
+        let requests: Vec<_> = (0..40)
+            .map(|n| post("k-second", format!("flow-{n}")))
+            .collect();
+        async move {
+            let mut statuses = Vec::new();
+            for request in requests {
+                statuses.push(request.await);
+            }
+            statuses
+        }
+    });
+    for _ in 0..3 {
+        hup();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let statuses = flowing.await.unwrap();
+    assert!(statuses.iter().all(|&s| s == 201), "{statuses:?}");
     assert_eq!(post("k-second", next()).await, 201);
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -90,7 +107,8 @@ async fn sighup_reloads_the_auth_file() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
-    // Every 201 is one record: the three firsts... counted, not assumed.
-    let created = 3;
-    assert!(consume_to_end(&kafka_brokers(), &topic, 1).len() >= created);
+    // Every 201 is one record in Kafka, and no refused request left one.
+    // One for `first`, one when `second` was let in, the flow, and the last one.
+    let created = 1 + 1 + statuses.len() + 1;
+    assert_eq!(consume_to_end(&kafka_brokers(), &topic, 1).len(), created);
 }

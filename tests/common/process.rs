@@ -22,6 +22,24 @@ pub fn ackgate() -> Command {
     command
 }
 
+/// `ackgate serve --no-auth` with these flags and environment, which must stop at start-up:
+/// its standard error. The spool is never the default in the working directory, whose lock
+/// would outlive the test.
+pub fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let spool = std::env::temp_dir().join(format!("{}.spool", super::unique("refused")));
+    let output = ackgate()
+        .arg("serve")
+        .arg("--no-auth")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--failure-spool-path", &spool.display().to_string()])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{args:?} {env:?} must fail");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// One gateway, restartable on the same port; every start logs to a file of its own.
 pub struct Gateway {
     pub port: u16,
