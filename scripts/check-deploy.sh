@@ -46,7 +46,7 @@ ACKGATE_BIN="${ACKGATE_BIN:-$REPO/target/debug/ackgate}"
 # lease), only with a Redis backend (the dev gateway checked here keeps its records in memory),
 # or only with HTTPS (the dev gateway checked here listens on plain HTTP).
 NOT_PROVOKED=(ackgate_producer_rebuilds_total ackgate_leases_lost_total ackgate_redis_persistence
-    ackgate_tls_certificate_expiry_seconds ackgate_tls_reloads_total)
+    ackgate_tls_certificate_expiry_seconds ackgate_tls_reloads_total ackgate_auth_reload_failing)
 
 ensure_venv() {
     if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then

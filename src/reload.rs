@@ -52,10 +52,12 @@ fn reload_access(access: &Access) {
     match access.reload() {
         Ok(()) => {
             metrics::counter!("ackgate_auth_reloads_total", "outcome" => "ok").increment(1);
+            metrics::gauge!("ackgate_auth_reload_failing").set(0.0);
             tracing::info!("auth settings reloaded");
         }
         Err(error) => {
             metrics::counter!("ackgate_auth_reloads_total", "outcome" => "failed").increment(1);
+            metrics::gauge!("ackgate_auth_reload_failing").set(1.0);
             tracing::warn!(%error, "auth settings not reloaded; the old ones stay in force");
         }
     }

@@ -124,6 +124,10 @@ fn describe() {
         "Event requests refused with 503 because their client had --max-in-flight-per-client in \
          progress, by client (as for rate limits)"
     );
+    describe_gauge!(
+        "ackgate_auth_reload_failing",
+        "1 while the last reload of the auth file and JWKS file failed (the previous ones are in force)"
+    );
     describe_counter!(
         "ackgate_auth_reloads_total",
         "Reloads of the auth file and JWKS file on SIGHUP by outcome: ok, failed (the previous ones \

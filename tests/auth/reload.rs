@@ -62,11 +62,9 @@ async fn sighup_reloads_the_auth_file() {
 
     // Add `second`, remove `first`.
     file.write(&[("second", "k-second", "produce = [\"*\"]")]);
+    let pid = child.id().to_string();
     let hup = || {
-        let status = Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
         assert!(status.success());
     };
     hup();
@@ -102,6 +100,23 @@ async fn sighup_reloads_the_auth_file() {
         child.try_wait().unwrap().is_none(),
         "SIGHUP does not end the process"
     );
+    let failing = || {
+        let url = format!("{base}/metrics");
+        async move {
+            let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix("ackgate_auth_reload_failing "))
+                .map(str::to_owned)
+        }
+    };
+    assert_eq!(failing().await.as_deref(), Some("1"), "the alert's gauge");
+    file.write(&[("second", "k-second", "produce = [\"*\"]")]);
+    hup();
+    eventually("a good file clears the gauge", async || {
+        failing().await.as_deref() == Some("0")
+    })
+    .await;
 
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
