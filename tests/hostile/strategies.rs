@@ -172,6 +172,9 @@ fn topics(existing: String) -> impl Strategy<Value = String> {
     prop_oneof![
         14 => Just(existing),
         1 => "[a-zA-Z0-9._-]{1,40}",
+        // Internal topics: refused to every principal without a literal grant.
+        1 => prop::sample::select(vec!["__consumer_offsets", "_schemas", "_", "orders.dlt"])
+            .prop_map(str::to_owned),
         1 => "[a-z]{249,250}",
         1 => "\\PC{1,30}",
         1 => prop::sample::select(vec!["", ".", "..", "...", "a/b", "a:b", "a b", "%2E%2E", "ü"])
