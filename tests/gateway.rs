@@ -186,7 +186,7 @@ async fn invalid_requests_get_400_and_leave_nothing_behind() {
 
     let in_kafka = records(&topic);
     assert_eq!(in_kafka.len(), 1, "only the valid text event: {in_kafka:?}");
-    let keys = redis_keys(&redis_url(), &format!("{prefix}:idem:*")).await;
+    let keys = redis_keys(&redis_url(), &format!("{prefix}:i:*")).await;
     assert_eq!(
         keys.len(),
         1,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use ackgate::Backend;
 use ackgate::audit::{AuditConfig, AuditVerdict, Position, audit};
+use common::faults::idempotency_record_key;
 use common::mock::MockKafka;
 use common::*;
 
@@ -58,12 +59,19 @@ impl Setup {
 
     /// The state of `key`'s idempotency record in Redis, if there is one.
     async fn state(&self, key: &str) -> Option<String> {
-        let record = format!(
-            "{}:idem:anonymous:{TOPIC}:{key}",
-            self.app.settings.redis_key_prefix
-        );
-        self.query(redis::cmd("HGET").arg(record).arg("state"))
-            .await
+        let record = idempotency_record_key(&self.app.settings.redis_key_prefix, TOPIC, key);
+        let record: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(record)).await;
+        // The first byte of a record is its state (src/idempotency/redis/record.rs).
+        record.map(|r| {
+            match r[0].to_ascii_uppercase() {
+                b'I' => "in_flight",
+                b'D' => "done",
+                b'F' => "failed",
+                b'R' => "released",
+                _ => "unknown",
+            }
+            .to_owned()
+        })
     }
 
     /// Waits until Redis has written every change to its append-only file (with `appendfsync

@@ -18,8 +18,8 @@ use super::{AppState, render, request};
 use crate::auth::Principal;
 use crate::contract::{Accepted, EventStatus, Persisted, Problem, ProblemCode};
 use crate::event::{IdempotencyKey, KeyScope, TopicName};
-use crate::idempotency::{KeyStatus, Settlement};
-use crate::pipeline::Refusal;
+use crate::idempotency::{KeyStatus, Settlement, StoredAnswer};
+use crate::pipeline::{Refusal, stored_body};
 
 /// Publish one event and wait for Kafka's acknowledgement.
 ///
@@ -137,7 +137,7 @@ pub(crate) async fn event_status(
         }
         Some(KeyStatus::InFlight) => ("in_flight", None),
         Some(KeyStatus::Settled(answer)) => {
-            let name = match answer.settlement {
+            let name = match answer.settlement() {
                 Settlement::Done => "persisted",
                 Settlement::Failed => "failed",
                 Settlement::Released => "not_persisted",
@@ -149,8 +149,11 @@ pub(crate) async fn event_status(
         state: state_name.to_owned(),
         topic: topic.to_string(),
         idempotency_key: key.to_string(),
-        answer_status: answer.as_ref().map(|a| a.status),
-        // The stored bytes, embedded as they are.
-        answer: answer.and_then(|a| serde_json::value::RawValue::from_string(a.body).ok()),
+        answer_status: answer.as_ref().map(StoredAnswer::status),
+        // The first answer's bytes, embedded as they are.
+        answer: answer.and_then(|answer| {
+            let (_, body) = stored_body(&answer, &topic, &key);
+            serde_json::value::RawValue::from_string(body).ok()
+        }),
     }))
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::{ApiError, json_response};
 use crate::contract::{Accepted, ProblemCode, StatusLinks, status_path};
 use crate::event::{IdempotencyKey, TopicName};
-use crate::pipeline::{Failure, Outcome, Refusal};
+use crate::pipeline::{Failure, Outcome, Refusal, stored_body};
 
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
@@ -18,7 +18,8 @@ pub(super) fn outcome(outcome: Outcome, topic: &TopicName, key: &IdempotencyKey)
         Outcome::Persisted(receipt) => json_response(201, receipt.body, None),
         Outcome::Failed(failure) => self::failure(&failure),
         Outcome::Replayed(answer) => {
-            let mut response = json_response(answer.status, answer.body, None);
+            let (status, body) = stored_body(&answer, topic, key);
+            let mut response = json_response(status, body, None);
             response
                 .headers_mut()
                 .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));

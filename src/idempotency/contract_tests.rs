@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use super::{
-    Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, MemoryStore, Position, RedisStore,
-    Settlement, StoredAnswer,
+    Claim, Claimant, Delivered, IdempotencyStore, KeyStatus, Lifetimes, MemoryStore, Position,
+    RedisStore, Settlement, StoredAnswer, StoredProblem,
 };
 use crate::event::{IdempotencyKey, KeyScope, TopicName};
 
@@ -77,6 +77,8 @@ contract!(health_answers, LONG);
 mod expiry;
 /// Renewals, suspicion before a takeover, pinned keys.
 mod leases;
+/// Many keys in one call, as a batch claims and settles them.
+mod many;
 
 // ---------------------------------------------------------------------------------------------
 // The cases.
@@ -204,10 +206,10 @@ async fn only_the_owner_settles_and_only_once(store: &dyn IdempotencyStore) {
 
     let first = answer(Settlement::Done);
     assert!(settle(store, &key, "a", &first).await);
-    let second = StoredAnswer {
+    let second = StoredAnswer::Failed(StoredProblem {
+        status: 502,
         body: r#"{"second":true}"#.to_owned(),
-        ..answer(Settlement::Failed)
-    };
+    });
     assert!(!settle(store, &key, "a", &second).await, "settled twice");
     assert!(!settle(store, &key, "b", &second).await);
     assert_eq!(
@@ -223,12 +225,14 @@ async fn only_the_owner_settles_and_only_once(store: &dyn IdempotencyStore) {
 }
 
 async fn a_done_key_replays_its_answer(store: &dyn IdempotencyStore) {
-    let with_position = answer(Settlement::Done);
-    let without_position = StoredAnswer {
-        position: None,
-        ..answer(Settlement::Done)
-    };
-    for (name, done) in [("with", with_position), ("without", without_position)] {
+    let extreme = StoredAnswer::Done(Delivered {
+        position: Position {
+            partition: i32::MAX,
+            offset: i64::MAX,
+        },
+        timestamp_ms: i64::MAX,
+    });
+    for (name, done) in [("typical", answer(Settlement::Done)), ("extreme", extreme)] {
         let key = key(name);
         claim(store, &key, FP, "a").await;
         assert!(settle(store, &key, "a", &done).await);
@@ -356,15 +360,10 @@ async fn odd_bodies_and_long_keys_round_trip(store: &dyn IdempotencyStore) {
         let long = IdempotencyKey::parse(&long).unwrap();
         assert_eq!(long.as_str().len(), 255);
         for key in [long, key(&format!("body-{i}"))] {
-            let answer = StoredAnswer {
+            let answer = StoredAnswer::Failed(StoredProblem {
+                status: 504,
                 body: body.clone(),
-                // Extreme positions survive too.
-                position: Some(Position {
-                    partition: i32::MAX,
-                    offset: i64::MAX,
-                }),
-                ..answer(Settlement::Done)
-            };
+            });
             claim(store, &key, FP, "a").await;
             assert!(settle(store, &key, "a", &answer).await);
             assert_eq!(
@@ -439,7 +438,7 @@ async fn keys_are_scoped_by_principal(store: &dyn IdempotencyStore) {
     }
     assert!(matches!(
         store.status(scoped(&orders), &key).await.unwrap(),
-        Some(KeyStatus::Settled(a)) if a.settlement == Settlement::Done
+        Some(KeyStatus::Settled(a)) if a.settlement() == Settlement::Done
     ));
     // `tests` + `orders` + `x:y` against `tests:orders` + `x` + `y`.
     claim(store, &self::key("x:y"), FP, "a").await;
@@ -549,23 +548,22 @@ async fn settle(
 
 /// A typical answer for each settlement.
 fn answer(settlement: Settlement) -> StoredAnswer {
-    let (status, body, position) = match settlement {
-        Settlement::Done => (
-            200,
-            r#"{"status":"persisted","partition":2,"offset":41}"#,
-            Some(Position {
+    match settlement {
+        Settlement::Done => StoredAnswer::Done(Delivered {
+            position: Position {
                 partition: 2,
                 offset: 41,
-            }),
-        ),
-        Settlement::Failed => (502, r#"{"failure_id":"01J0000000000000000000000"}"#, None),
-        Settlement::Released => (503, r#"{"title":"Kafka is unavailable"}"#, None),
-    };
-    StoredAnswer {
-        settlement,
-        status,
-        body: body.to_owned(),
-        position,
+            },
+            timestamp_ms: 1_796_000_000_123,
+        }),
+        Settlement::Failed => StoredAnswer::Failed(StoredProblem {
+            status: 502,
+            body: r#"{"failure_id":"01J0000000000000000000000"}"#.to_owned(),
+        }),
+        Settlement::Released => StoredAnswer::Released(StoredProblem {
+            status: 503,
+            body: r#"{"title":"Kafka is unavailable"}"#.to_owned(),
+        }),
     }
 }
 

@@ -122,7 +122,7 @@ impl IdempotencyStore for MemoryStore {
             if record.fingerprint != fingerprint {
                 return Claim::Mismatch;
             }
-            let reclaim = match record.settled.as_ref().map(|answer| answer.settlement) {
+            let reclaim = match record.settled.as_ref().map(StoredAnswer::settlement) {
                 Some(Settlement::Released) => true,
                 Some(Settlement::Failed) => claimant == Claimant::Operator,
                 Some(Settlement::Done) => false,
@@ -213,13 +213,13 @@ impl IdempotencyStore for MemoryStore {
                     None => {
                         record.settled = Some(answer.clone());
                         record.suspect_since = None;
-                        record.expires_at = match answer.settlement {
+                        record.expires_at = match answer.settlement() {
                             Settlement::Failed => None,
                             _ => Some(now + ttl),
                         };
                         true
                     }
-                    Some(settled) => settled.settlement == answer.settlement,
+                    Some(settled) => settled.settlement() == answer.settlement(),
                 },
                 _ => false,
             }),
@@ -258,7 +258,7 @@ impl IdempotencyStore for MemoryStore {
             self.with_records(|records, now| match live(records, scope, key, now) {
                 Some(record)
                     if record.fingerprint == fingerprint
-                        && record.settled.as_ref().map(|a| a.settlement)
+                        && record.settled.as_ref().map(StoredAnswer::settlement)
                             == Some(Settlement::Failed) =>
                 {
                     record.expires_at = Some(now + ttl);

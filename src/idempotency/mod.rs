@@ -27,9 +27,13 @@
 //! operator acts on its failure record (a retry claims it again, a discard unpins it), after
 //! which it lives for the normal TTL.
 //!
-//! This module knows nothing of HTTP or Kafka: it stores an answer's bytes as given, with the
-//! few typed facts (how the key settled, where Kafka put the event) that callers act on, so
-//! nobody has to parse the bytes back.
+//! This module knows nothing of HTTP or Kafka: it stores typed answers ([`StoredAnswer`]) — for
+//! an acknowledged event the facts of the acknowledgement, for a failure the problem document's
+//! bytes as given — so nobody has to parse bytes back.
+//!
+//! A batch claims its keys with one call ([`IdempotencyStore::claim_many`]) and settles them
+//! with one ([`IdempotencyStore::settle_many`]): one round trip to Redis each, not one per
+//! event.
 
 #[cfg(test)]
 mod contract_tests;
@@ -49,15 +53,52 @@ pub(crate) use self::redis::RedisStore;
 #[doc(hidden)]
 pub use self::redis::{CLAIM as CLAIM_SCRIPT, SETTLE as SETTLE_SCRIPT};
 
-/// The answer stored for a settled key, replayed byte for byte to later requests.
+/// The answer stored for a settled key, replayed to later requests exactly as the first one got
+/// it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredAnswer {
-    pub(crate) settlement: Settlement,
+pub(crate) enum StoredAnswer {
+    /// Kafka acknowledged the event. Only the facts are kept: the `201` body is rendered from
+    /// them (with the key's topic and idempotency key) by one function, so every replay is the
+    /// first answer byte for byte, and the record stays a few dozen bytes.
+    Done(Delivered),
+    /// The event may be in Kafka: the key stays pinned to this problem until an operator acts.
+    Failed(StoredProblem),
+    /// Kafka certainly did not write it: the problem is kept for status queries, and the next
+    /// claim with the same event publishes again.
+    Released(StoredProblem),
+}
+
+impl StoredAnswer {
+    pub(crate) fn settlement(&self) -> Settlement {
+        match self {
+            StoredAnswer::Done(_) => Settlement::Done,
+            StoredAnswer::Failed(_) => Settlement::Failed,
+            StoredAnswer::Released(_) => Settlement::Released,
+        }
+    }
+
+    /// The HTTP status of the answer.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            StoredAnswer::Done(_) => 201,
+            StoredAnswer::Failed(problem) | StoredAnswer::Released(problem) => problem.status,
+        }
+    }
+}
+
+/// What Kafka's acknowledgement said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivered {
+    pub(crate) position: Position,
+    /// The record's timestamp, in milliseconds since the Unix epoch.
+    pub(crate) timestamp_ms: i64,
+}
+
+/// A failure's answer: its status and problem document, as sent to the first client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredProblem {
     pub(crate) status: u16,
-    /// The JSON body as sent to the first client.
     pub(crate) body: String,
-    /// Where Kafka put the event, for a key settled [`Settlement::Done`].
-    pub(crate) position: Option<Position>,
 }
 
 /// A record's place in Kafka.
@@ -170,9 +211,54 @@ pub(crate) struct StoreHealth {
     pub(crate) warnings: Vec<String>,
 }
 
+/// One key to claim, in a [`IdempotencyStore::claim_many`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimRequest<'a> {
+    pub(crate) scope: KeyScope<'a>,
+    pub(crate) key: &'a IdempotencyKey,
+    pub(crate) fingerprint: &'a str,
+    pub(crate) owner: &'a str,
+}
+
+/// One key to settle, in a [`IdempotencyStore::settle_many`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SettleRequest<'a> {
+    pub(crate) scope: KeyScope<'a>,
+    pub(crate) key: &'a IdempotencyKey,
+    pub(crate) owner: &'a str,
+    pub(crate) answer: &'a StoredAnswer,
+}
+
 /// Where idempotency records live: Redis in production, memory under `ackgate dev`.
 #[async_trait]
 pub(crate) trait IdempotencyStore: Send + Sync + 'static {
+    /// [`claim`](Self::claim) for every request (each key atomically, all in one call): one
+    /// answer per request, in order. A store that cannot answer fails them all.
+    async fn claim_many(
+        &self,
+        requests: &[ClaimRequest<'_>],
+        claimant: Claimant,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let mut claims = Vec::with_capacity(requests.len());
+        for r in requests {
+            claims.push(
+                self.claim(r.scope, r.key, r.fingerprint, r.owner, claimant)
+                    .await?,
+            );
+        }
+        Ok(claims)
+    }
+
+    /// [`settle`](Self::settle) for every request, as one step: one answer per request, in
+    /// order.
+    async fn settle_many(&self, requests: &[SettleRequest<'_>]) -> Result<Vec<bool>, StoreError> {
+        let mut settled = Vec::with_capacity(requests.len());
+        for r in requests {
+            settled.push(self.settle(r.scope, r.key, r.owner, r.answer).await?);
+        }
+        Ok(settled)
+    }
+
     /// Atomically claims `key` for `owner`, or reports why not.
     async fn claim(
         &self,

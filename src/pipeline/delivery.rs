@@ -15,7 +15,7 @@ use super::outcome::{Failure, Outcome, Receipt};
 use super::unfinished::Running;
 use crate::event::{Event, IdempotencyKey, TopicName};
 use crate::failures::FailureRecord;
-use crate::idempotency::{Claim, Claimant, Settlement, StoredAnswer};
+use crate::idempotency::{Claim, Claimant, StoredAnswer};
 use crate::publisher::DeliveryFailure;
 
 /// A key this process owns until it settles it.
@@ -166,12 +166,7 @@ impl Pipeline {
         match report {
             Ok(ack) => {
                 let receipt = Receipt::new(&claimed.event, ack);
-                let answer = StoredAnswer {
-                    settlement: Settlement::Done,
-                    status: 201,
-                    body: receipt.body.clone(),
-                    position: Some(receipt.position()),
-                };
+                let answer = receipt.stored_answer();
                 // Kafka has the event: the client gets 201 whatever happens next. Then record
                 // it, however long Redis takes, so that a retry replays instead of publishing.
                 let _ = reply.send(Outcome::Persisted(receipt));

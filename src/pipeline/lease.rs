@@ -110,7 +110,7 @@ impl Pipeline {
                         tracing::warn!(
                             error = &error as &dyn std::error::Error,
                             topic = %event.topic, idempotency_key = %event.idempotency_key,
-                            settlement = answer.settlement.as_str(),
+                            settlement = answer.settlement().as_str(),
                             "could not settle a key; trying again until the store answers"
                         );
                     }
@@ -122,7 +122,7 @@ impl Pipeline {
                     tracing::error!(
                         error = &error as &dyn std::error::Error,
                         topic = %event.topic, idempotency_key = %event.idempotency_key,
-                        settlement = answer.settlement.as_str(), body = %answer.body,
+                        settlement = answer.settlement().as_str(), ?answer,
                         "could not settle a key; it stays in flight, and a request after its \
                          lease may publish the event again"
                     );
@@ -141,7 +141,7 @@ impl Pipeline {
             idempotency_key = %claimed.event.idempotency_key,
             attempt = claimed.attempt,
             step,
-            answer = answer.map(|a| a.body.as_str()),
+            answer = ?answer,
             "another request took this key over while its delivery was pending; the event may \
              be in Kafka twice (consumers dedupe by the idempotency-key header)"
         );

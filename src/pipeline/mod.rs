@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 pub(crate) use self::dead_letter::DeadLetters;
 use self::delivery::{Keep, NotClaimed};
 pub(crate) use self::operator::{OperatorError, RetryOutcome};
-pub(crate) use self::outcome::{Failure, Outcome, Refusal};
+pub(crate) use self::outcome::{Failure, Outcome, Refusal, stored_body};
 pub(crate) use self::unfinished::Unfinished;
 use crate::event::{Event, IdempotencyKey, KeyScope};
 use crate::failures::{

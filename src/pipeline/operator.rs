@@ -12,7 +12,7 @@ use super::outcome::{Failure, Outcome};
 use super::{Pipeline, now_rfc3339};
 use crate::event::Event;
 use crate::failures::{FailureRecord, FailureState, Resolution};
-use crate::idempotency::{Claimant, Position, Settlement};
+use crate::idempotency::{Claimant, Position, StoredAnswer};
 
 /// Why an operator action was refused.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +107,9 @@ impl Pipeline {
         let claimed = match self.claim(event, Claimant::Operator).await {
             Ok(claimed) => claimed,
             // A client's retry got it into Kafka first.
-            Err(NotClaimed::Replay(answer)) if answer.settlement == Settlement::Done => {
-                let resolved = resolve(&retrying, "already_persisted", by, answer.position);
+            Err(NotClaimed::Replay(StoredAnswer::Done(delivered))) => {
+                let resolved =
+                    resolve(&retrying, "already_persisted", by, Some(delivered.position));
                 self.transition(FailureState::Retrying, &resolved).await?;
                 return Ok(RetryOutcome::Resolved(Box::new(resolved)));
             }
@@ -129,8 +130,9 @@ impl Pipeline {
             Ok(Outcome::Persisted(receipt)) => {
                 let resolved = resolve(&retrying, "retried", by, Some(receipt.position()));
                 self.transition(FailureState::Retrying, &resolved).await?;
-                tracing::info!(failure_id = %id, by, partition = receipt.partition,
-                    offset = receipt.offset, "failure record retried and persisted");
+                let position = receipt.position();
+                tracing::info!(failure_id = %id, by, partition = position.partition,
+                    offset = position.offset, "failure record retried and persisted");
                 Ok(RetryOutcome::Resolved(Box::new(resolved)))
             }
             Ok(Outcome::Failed(failure)) => Ok(RetryOutcome::Failed(failure)),

@@ -2,17 +2,17 @@
 //!
 //! Like vector's typed `KafkaResponse`, an [`Outcome`] carries what a caller needs to decide
 //! (the ack's partition and offset, the failure's classification and record) rather than a
-//! serialized answer. The only bytes kept are the ones the idempotency store must replay to
-//! later requests exactly as the first one got them ([`Outcome::Replayed`]): a receipt carries its
-//! `201` body rendered once, and a failure's problem is made by [`Failure::problem`], the same
-//! function that renders a fresh answer, so both are the same bytes.
+//! serialized answer. A replay ([`Outcome::Replayed`]) must be exactly what the first client got:
+//! a `201` body is rendered by [`persisted_body`] from the acknowledgement's facts, the first
+//! time and every time after; a failure's problem is made by [`Failure::problem`] and its bytes
+//! are kept as they are.
 
 use std::time::Duration;
 
 use super::classify::Verdict;
 use crate::contract::{Links, Persisted, Problem};
 use crate::event::{Event, IdempotencyKey, TopicName};
-use crate::idempotency::{Position, StoredAnswer};
+use crate::idempotency::{Delivered, Position, Settlement, StoredAnswer, StoredProblem};
 use crate::publisher::Ack;
 
 /// What became of one submitted event.
@@ -53,34 +53,65 @@ pub(crate) enum Refusal {
 /// Kafka's acknowledgement of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Receipt {
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    /// The `201` body, rendered once: the client gets these bytes, and the idempotency store
-    /// keeps them for replays.
+    pub(crate) delivered: Delivered,
+    /// The `201` body, rendered once for this client by [`persisted_body`], the function that
+    /// renders it again for every replay.
     pub(crate) body: String,
 }
 
 impl Receipt {
     pub(crate) fn new(event: &Event, ack: Ack) -> Self {
-        let body = Persisted {
-            status: "persisted".to_owned(),
-            topic: event.topic.to_string(),
-            partition: ack.partition,
-            offset: ack.offset,
-            timestamp: super::rfc3339_from_ms(ack.timestamp_ms),
-            idempotency_key: event.idempotency_key.to_string(),
+        let delivered = Delivered {
+            position: Position {
+                partition: ack.partition,
+                offset: ack.offset,
+            },
+            timestamp_ms: ack.timestamp_ms,
         };
         Receipt {
-            partition: ack.partition,
-            offset: ack.offset,
-            body: serde_json::to_string(&body).expect("a persisted body always serializes"),
+            delivered,
+            body: persisted_body(&event.topic, &event.idempotency_key, delivered),
         }
     }
 
     pub(crate) fn position(&self) -> Position {
-        Position {
-            partition: self.partition,
-            offset: self.offset,
+        self.delivered.position
+    }
+
+    /// What the idempotency store keeps: the facts, not the body.
+    pub(crate) fn stored_answer(&self) -> StoredAnswer {
+        StoredAnswer::Done(self.delivered)
+    }
+}
+
+/// The `201` body of an acknowledged event. The first answer and every replay are rendered
+/// here, from the same facts, so they are the same bytes.
+pub(crate) fn persisted_body(
+    topic: &TopicName,
+    key: &IdempotencyKey,
+    delivered: Delivered,
+) -> String {
+    let body = Persisted {
+        status: "persisted".to_owned(),
+        topic: topic.to_string(),
+        partition: delivered.position.partition,
+        offset: delivered.position.offset,
+        timestamp: super::rfc3339_from_ms(delivered.timestamp_ms),
+        idempotency_key: key.to_string(),
+    };
+    serde_json::to_string(&body).expect("a persisted body always serializes")
+}
+
+/// The status and body of a stored answer, as the first client got them.
+pub(crate) fn stored_body(
+    answer: &StoredAnswer,
+    topic: &TopicName,
+    key: &IdempotencyKey,
+) -> (u16, String) {
+    match answer {
+        StoredAnswer::Done(delivered) => (201, persisted_body(topic, key, *delivered)),
+        StoredAnswer::Failed(problem) | StoredAnswer::Released(problem) => {
+            (problem.status, problem.body.clone())
         }
     }
 }
@@ -98,11 +129,14 @@ pub(crate) struct Failure {
 impl Failure {
     /// What the idempotency store keeps for this failure, replayed to a retry of its key.
     pub(crate) fn stored_answer(&self) -> StoredAnswer {
-        StoredAnswer {
-            settlement: self.verdict.settlement(),
+        let problem = StoredProblem {
             status: self.status(),
             body: serde_json::to_string(&self.problem()).expect("a problem always serializes"),
-            position: None,
+        };
+        match self.verdict.settlement() {
+            Settlement::Released => StoredAnswer::Released(problem),
+            // A failure is never `Done`; were it so, pinning is the safe reading.
+            Settlement::Failed | Settlement::Done => StoredAnswer::Failed(problem),
         }
     }
 

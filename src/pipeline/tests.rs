@@ -16,12 +16,12 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::task::TaskTracker;
 
-use super::{OperatorError, Outcome, Parts, Pipeline, Refusal, RetryOutcome};
+use super::{OperatorError, Outcome, Parts, Pipeline, Refusal, RetryOutcome, stored_body};
 use crate::event::{Event, IdempotencyKey, KeyScope, TopicName};
 use crate::failures::{FailureFilter, FailureState, FailureStore, MemoryFailureStore, Spool};
 use crate::idempotency::{
     Claim, Claimant, IdempotencyStore, KeyStatus, Lifetimes, MemoryStore, Renewal, Settlement,
-    StoreError, StoreHealth, StoredAnswer,
+    StoreError, StoreHealth, StoredAnswer, StoredProblem,
 };
 use crate::publisher::{FailureKind, Persistence, Publisher, PublisherConfig};
 
@@ -195,8 +195,8 @@ async fn persists_once_and_replays_the_first_answer() {
     assert_eq!(
         records,
         vec![(
-            receipt.partition,
-            receipt.offset,
+            receipt.position().partition,
+            receipt.position().offset,
             "k1".into(),
             b"{}".to_vec()
         )],
@@ -206,10 +206,14 @@ async fn persists_once_and_replays_the_first_answer() {
     let Outcome::Replayed(answer) = h.pipeline.submit(event("k1", "{}")).await else {
         panic!("expected a replay");
     };
-    assert_eq!(answer.settlement, Settlement::Done);
-    assert_eq!(answer.position, Some(receipt.position()));
+    assert_eq!(answer, receipt.stored_answer());
+    let (topic, key) = (
+        TopicName::parse(TOPIC).unwrap(),
+        IdempotencyKey::parse(b"k1").unwrap(),
+    );
     assert_eq!(
-        answer.body, receipt.body,
+        stored_body(&answer, &topic, &key),
+        (201, receipt.body.clone()),
         "the replay is the first answer, byte for byte"
     );
     assert_eq!(h.records().len(), 1, "a replay publishes nothing");
@@ -264,11 +268,10 @@ async fn a_rejected_record_releases_the_key_without_a_failure_record() {
         .await;
     assert!(matches!(
         status.unwrap(),
-        Some(KeyStatus::Settled(StoredAnswer {
-            settlement: Settlement::Released,
+        Some(KeyStatus::Settled(StoredAnswer::Released(StoredProblem {
             status: 413,
             ..
-        }))
+        })))
     ));
     assert!(h.records().is_empty());
 
@@ -319,7 +322,7 @@ async fn an_operator_failure_keeps_the_event_and_a_retry_publishes_it_once() {
         "the resolution names where the event is"
     );
     assert!(
-        matches!(h.pipeline.submit(event("k1", r#"{"a":1}"#)).await, Outcome::Replayed(a) if a.settlement == Settlement::Done),
+        matches!(h.pipeline.submit(event("k1", r#"{"a":1}"#)).await, Outcome::Replayed(a) if a.settlement() == Settlement::Done),
         "a client's retry now replays the success"
     );
     assert!(matches!(
@@ -379,7 +382,10 @@ async fn a_slow_ack_is_accepted_then_settles() {
         "a retry while the delivery goes on gets the same 202, not 409"
     );
     let answer = h.settled("k1").await;
-    assert_eq!((answer.settlement, answer.status), (Settlement::Done, 201));
+    assert_eq!(
+        (answer.settlement(), answer.status()),
+        (Settlement::Done, 201)
+    );
     h.cluster
         .broker_round_trip_time(1, Duration::from_millis(0))
         .unwrap();

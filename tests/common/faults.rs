@@ -39,13 +39,15 @@ impl TestApp {
 }
 
 /// The Redis key of an idempotency record of an open gateway's principal
-/// (`<prefix>:idem:anonymous:<topic>:<key>`).
+/// (`<prefix>:i:anonymous:<topic>:<key>`).
 pub fn idempotency_record_key(prefix: &str, topic: &str, key: &str) -> String {
-    format!("{prefix}:idem:anonymous:{topic}:{key}")
+    format!("{prefix}:i:anonymous:{topic}:{key}")
 }
 
-/// Every field of the idempotency record of (`topic`, `key`) under `prefix`; empty when there
-/// is none.
+/// The idempotency record of (`topic`, `key`) under `prefix`, decoded into named fields (`state`,
+/// `owner` in hex, `attempt`, `lease_until`, `suspect_since`, `accepted`, `maybe_duplicate`,
+/// `partition`, `offset`, `timestamp_ms`, `status`, `body`); empty when there is none. The
+/// layout is `src/idempotency/redis/record.rs`'s, read here independently of the gateway.
 pub async fn idempotency_record(
     url: &str,
     prefix: &str,
@@ -53,11 +55,55 @@ pub async fn idempotency_record(
     key: &str,
 ) -> HashMap<String, String> {
     let mut conn = redis_connection(url).await;
-    redis::cmd("HGETALL")
+    let record: Option<Vec<u8>> = redis::cmd("GET")
         .arg(idempotency_record_key(prefix, topic, key))
         .query_async(&mut conn)
         .await
-        .expect("HGETALL")
+        .expect("GET");
+    record.map(|r| decode_record(&r)).unwrap_or_default()
+}
+
+fn decode_record(r: &[u8]) -> HashMap<String, String> {
+    let be = |range: std::ops::Range<usize>| -> i64 {
+        r[range].iter().fold(0_i64, |n, &b| (n << 8) | i64::from(b))
+    };
+    let mut fields = HashMap::new();
+    let mut put = |name: &str, value: String| {
+        fields.insert(name.to_owned(), value);
+    };
+    let state = match r[0].to_ascii_uppercase() {
+        b'I' => "in_flight",
+        b'D' => "done",
+        b'F' => "failed",
+        b'R' => "released",
+        other => panic!("unknown record state {other}"),
+    };
+    put("state", state.to_owned());
+    if r[0].is_ascii_lowercase() {
+        put("maybe_duplicate", "1".to_owned());
+    }
+    put("owner", hex::encode(&r[17..25]));
+    match state {
+        "in_flight" => {
+            put("lease_until", be(25..33).to_string());
+            if be(33..41) != 0 {
+                put("suspect_since", be(33..41).to_string());
+            }
+            put("attempt", be(41..45).to_string());
+            put("accepted", char::from(r[45]).to_string());
+        }
+        "done" => {
+            put("partition", (be(25..29) as i32).to_string());
+            put("offset", be(29..37).to_string());
+            put("timestamp_ms", be(37..r.len()).to_string());
+        }
+        _ => {
+            put("attempt", be(25..29).to_string());
+            put("status", be(29..31).to_string());
+            put("body", String::from_utf8_lossy(&r[31..]).into_owned());
+        }
+    }
+    fields
 }
 
 pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {

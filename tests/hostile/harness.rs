@@ -120,7 +120,7 @@ impl Harness {
             .borrow()
             .keys
             .keys()
-            .map(|key| format!("{}:idem:anonymous:{}:{key}", self.prefix, self.topic))
+            .map(|key| format!("{}:i:anonymous:{}:{key}", self.prefix, self.topic))
             .collect();
         prop_assert_eq!(in_redis, expected);
         Ok(())

@@ -16,7 +16,7 @@ use crate::tally::{Outcome, Tally, lock, take_tally};
 
 pub(crate) struct RawRedisLoad {
     pub(crate) conn: ConnectionManager,
-    /// The gateway's key layout: `<prefix>:idem:<topic>:<key>`.
+    /// The gateway's key layout: `<prefix>:i:<principal>:<topic>:<key>`.
     pub(crate) prefix: String,
     pub(crate) topic: String,
     pub(crate) events: Events,
@@ -51,35 +51,35 @@ pub(crate) async fn run_raw_redis(load: RawRedisLoad) -> anyhow::Result<Tally> {
             while tickets.take().is_some() {
                 seq += 1;
                 let key = load.events.key(worker, seq);
-                let record = format!("{}:idem:{}:{}", load.prefix, load.topic, key);
-                let owner = ulid::Ulid::new().to_string();
-                let fingerprint = format!("{:032x}{:032x}", seq, worker);
-                // The answer the gateway stores for a persisted event.
-                let answer = format!(
-                    "{{\"status\":\"persisted\",\"topic\":\"{}\",\"partition\":{},\"offset\":{seq},\
-                     \"timestamp\":\"2026-11-23T14:00:00.123Z\",\"idempotency_key\":\"{key}\"}}",
-                    load.topic,
-                    worker % 3
-                );
+                let record = format!("{}:i:anonymous:{}:{}", load.prefix, load.topic, key);
+                // The script arguments as the gateway passes them: 8 bytes of owner, 16 of
+                // fingerprint, and a settled record's partition, offset and 6-byte timestamp.
+                let owner = (worker as u64).to_be_bytes();
+                let mut fingerprint = [0_u8; 16];
+                fingerprint[..8].copy_from_slice(&seq.to_be_bytes());
+                fingerprint[8..].copy_from_slice(&(worker as u64).to_be_bytes());
+                let mut done_rest = Vec::with_capacity(18);
+                done_rest.extend_from_slice(&((worker % 3) as i32).to_be_bytes());
+                done_rest.extend_from_slice(&(seq as i64).to_be_bytes());
+                done_rest.extend_from_slice(&1_796_000_000_123_i64.to_be_bytes()[2..]);
                 let sent = Instant::now();
-                let result: redis::RedisResult<(Vec<String>, i64)> = async {
-                    let claimed: Vec<String> = claim
+                let result: redis::RedisResult<(Vec<Vec<redis::Value>>, Vec<i64>)> = async {
+                    let claimed: Vec<Vec<redis::Value>> = claim
                         .key(&record)
-                        .arg(&owner)
-                        .arg(&fingerprint)
                         .arg(lease_ms)
                         .arg(ttl_ms)
                         .arg("0")
                         .arg(grace_ms)
+                        .arg(&owner[..])
+                        .arg(&fingerprint[..])
                         .invoke_async(&mut conn)
                         .await?;
-                    let settled: i64 = settle
+                    let settled: Vec<i64> = settle
                         .key(&record)
-                        .arg(&owner)
-                        .arg("done")
-                        .arg(201)
-                        .arg(&answer)
                         .arg(ttl_ms)
+                        .arg(&owner[..])
+                        .arg("D")
+                        .arg(&done_rest)
                         .invoke_async(&mut conn)
                         .await?;
                     Ok((claimed, settled))
@@ -90,12 +90,16 @@ pub(crate) async fn run_raw_redis(load: RawRedisLoad) -> anyhow::Result<Tally> {
                     continue;
                 }
                 let (outcome, answer) = match &result {
-                    Ok((claimed, 1)) if claimed.first().map(String::as_str) == Some("claimed") => {
+                    Ok((claimed, settled))
+                        if settled == &[1]
+                            && claimed.first().and_then(|reply| reply.first())
+                                == Some(&redis::Value::BulkString(b"claimed".to_vec())) =>
+                    {
                         (Outcome::Ok, "claimed+settled".to_owned())
                     }
                     Ok((claimed, settled)) => (
                         Outcome::Other,
-                        format!("unexpected: {claimed:?} / {settled}"),
+                        format!("unexpected: {claimed:?} / {settled:?}"),
                     ),
                     Err(error) => (Outcome::Other, format!("error: {:?}", error.kind())),
                 };
