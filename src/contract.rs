@@ -67,6 +67,71 @@ pub(crate) struct EventStatus {
     pub answer: Option<Box<serde_json::value::RawValue>>,
 }
 
+/// A batch of events for one topic (`POST /v1/topics/{topic}/events:batch`). It documents the
+/// request; the handler reads an event field by field (`http/batch/parse.rs`), so that a bad
+/// event is its own 400 and a value keeps its exact text.
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"events": [
+    {"idempotency_key": "o-1001", "key": "customer-42", "headers": {"trace-id": "abc"},
+     "value": {"order": 1001}},
+    {"idempotency_key": "o-1002", "value_base64": "AAEC", "content_type": "application/octet-stream"}
+]}))]
+pub(crate) struct BatchRequest {
+    /// The events, at most `--max-batch-events` (500 by default), each with its own
+    /// idempotency key.
+    pub events: Vec<BatchEvent>,
+}
+
+/// One event of a batch: what `POST /v1/topics/{topic}/events` takes in headers and body, as
+/// fields. Exactly one of `value` and `value_base64`.
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+pub(crate) struct BatchEvent {
+    /// 1-255 visible ASCII characters; the same key space as the `Idempotency-Key` header.
+    pub idempotency_key: String,
+    /// The record key (decides the partition).
+    pub key: Option<String>,
+    /// Record headers, in this order. `idempotency-key`, `content-type` and the prefix `dlt-`
+    /// are reserved.
+    #[schema(value_type = Option<Object>, additional_properties = true)]
+    pub headers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Any JSON: the record value is this JSON text exactly as it appears in the request, with
+    /// record header `content-type: application/json` (or `content_type`, a JSON type).
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<serde_json::Value>,
+    /// The record value as standard base64 (with padding): raw bytes.
+    pub value_base64: Option<String>,
+    /// Copied to the record header `content-type`. A JSON type requires a value that parses.
+    pub content_type: Option<String>,
+}
+
+/// The answer to a batch (`207 Multi-Status`): one result per event, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BatchResponse {
+    pub results: Vec<BatchResult>,
+}
+
+/// What `POST /v1/topics/{topic}/events` would have answered for this event alone.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"idempotency_key": "o-1001", "status": 201, "replayed": false,
+    "body": {"status": "persisted", "topic": "orders", "partition": 2, "offset": 1234,
+             "timestamp": "2026-11-23T14:00:00.123Z", "idempotency_key": "o-1001"}}))]
+pub(crate) struct BatchResult {
+    /// The event's key as sent; null when it was missing or not a string.
+    pub idempotency_key: Option<String>,
+    /// The HTTP status the event would have had alone.
+    pub status: u16,
+    /// The first answer to this key, again (`Idempotent-Replayed: true` alone).
+    pub replayed: bool,
+    /// The body it would have had alone: a `Persisted` or `Accepted` document, or a problem.
+    #[schema(value_type = Object)]
+    pub body: Box<serde_json::value::RawValue>,
+    /// Seconds to wait before retrying this event, where `Retry-After` would have been sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
 /// The path of an event's status resource; the key is percent-encoded as a path segment.
 pub(crate) fn status_path(topic: &str, key: &str) -> String {
     let mut encoded = String::with_capacity(key.len());
@@ -114,6 +179,10 @@ pub(crate) enum ProblemCode {
     TopicForbidden,
     Forbidden,
     RateLimited,
+    InvalidBatch,
+    DuplicateIdempotencyKey,
+    TooManyEvents,
+    UnsupportedMediaType,
 }
 
 impl ProblemCode {
@@ -152,6 +221,10 @@ impl ProblemCode {
             TopicForbidden => "topic-forbidden",
             Forbidden => "forbidden",
             RateLimited => "rate-limited",
+            InvalidBatch => "invalid-batch",
+            DuplicateIdempotencyKey => "duplicate-idempotency-key",
+            TooManyEvents => "too-many-events",
+            UnsupportedMediaType => "unsupported-media-type",
         }
     }
 
@@ -164,14 +237,17 @@ impl ProblemCode {
             | InvalidHeader
             | InvalidJson
             | InvalidBody
-            | InvalidQuery => 400,
+            | InvalidQuery
+            | InvalidBatch
+            | DuplicateIdempotencyKey => 400,
             Unauthenticated => 401,
             TopicNotAuthorized | TopicForbidden | Forbidden => 403,
             TopicNotFound | FailureNotFound | EventNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             BodyTimeout => 408,
             RequestInProgress | FailureNotOpen => 409,
-            PayloadTooLarge | MessageTooLarge => 413,
+            PayloadTooLarge | MessageTooLarge | TooManyEvents => 413,
+            UnsupportedMediaType => 415,
             RecordRejected | IdempotencyKeyReused => 422,
             RateLimited => 429,
             Internal => 500,
@@ -217,6 +293,10 @@ impl ProblemCode {
             TopicForbidden => "This client may not publish to this topic",
             Forbidden => "This client may not use this resource",
             RateLimited => "Too many events from this client",
+            InvalidBatch => "Not a batch of events",
+            DuplicateIdempotencyKey => "One Idempotency-Key named two events of the batch",
+            TooManyEvents => "Too many events in one batch",
+            UnsupportedMediaType => "Unsupported Content-Type",
             Internal => "Internal error",
         }
     }

@@ -59,7 +59,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::failures::{FailureStore, MemoryFailureStore, RedisFailureStore, Spool};
-use crate::http::{AppState, BodyLimits};
+use crate::http::{AppState, BatchLimits, BodyLimits};
 use crate::idempotency::{IdempotencyStore, Lifetimes, MemoryStore, RedisStore};
 use crate::pipeline::{DeadLetters, Pipeline};
 use crate::publisher::{Publisher, PublisherConfig};
@@ -200,6 +200,13 @@ impl Application {
             body_limits: BodyLimits {
                 max_bytes: settings.max_body_bytes,
                 read_timeout: settings.body_read_timeout(),
+            },
+            batch_limits: BatchLimits {
+                max_events: settings.max_batch_events,
+                body: BodyLimits {
+                    max_bytes: settings.max_batch_bytes,
+                    read_timeout: settings.body_read_timeout(),
+                },
             },
             max_in_flight: settings.max_in_flight,
         };

@@ -28,6 +28,10 @@ pub const DEFAULT_FAILURE_SPOOL_PATH: &str = "ackgate-failures.spool";
 pub const DEFAULT_IDEMPOTENCY_TTL_SECS: u64 = 86_400;
 /// Largest accepted event body: 1 MiB (Kafka's default `message.max.bytes` is about the same).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default `--max-batch-events`.
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 500;
+/// Default `--max-batch-bytes`: 16 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// What the shutdown grace must leave beyond the delivery timeout: a delivery that started just
 /// before the signal gets its report within the delivery timeout, and then still has to claim,
 /// keep its failure record (Redis, else the spool) and settle its key.
@@ -88,10 +92,21 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
     pub idempotency_ttl_secs: u64,
 
-    /// Largest accepted request body in bytes; larger bodies get 413.
+    /// Largest accepted request body in bytes; larger bodies get 413. In a batch, the limit of
+    /// each event's value.
     #[arg(long, env = "ACKGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
           value_parser = parse_body_limit)]
     pub max_body_bytes: usize,
+
+    /// Most events in one batch (`POST /v1/topics/{topic}/events:batch`); more get 413.
+    #[arg(long, env = "ACKGATE_MAX_BATCH_EVENTS", default_value_t = DEFAULT_MAX_BATCH_EVENTS,
+          value_parser = parse_batch_events)]
+    pub max_batch_events: usize,
+
+    /// Largest accepted batch body in bytes; larger batches get 413.
+    #[arg(long, env = "ACKGATE_MAX_BATCH_BYTES", default_value_t = DEFAULT_MAX_BATCH_BYTES,
+          value_parser = parse_body_limit)]
+    pub max_batch_bytes: usize,
 
     // `--kafka-property` (`ACKGATE_KAFKA_PROPERTIES`) and `--kafka-properties-file`: extra
     // librdkafka producer properties, which may hold the cluster's credentials (settings/kafka.rs).
@@ -296,6 +311,16 @@ fn parse_body_limit(value: &str) -> Result<usize, String> {
         return Err("must be between 1 and 67108864 bytes (64 MiB)".to_owned());
     }
     Ok(bytes)
+}
+
+fn parse_batch_events(value: &str) -> Result<usize, String> {
+    let events: usize = value
+        .parse()
+        .map_err(|_| format!("'{value}' is not a number of events"))?;
+    if !(1..=10_000).contains(&events) {
+        return Err("must be between 1 and 10000 events".to_owned());
+    }
+    Ok(events)
 }
 
 fn parse_key_prefix(value: &str) -> Result<String, String> {

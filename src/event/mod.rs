@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub(crate) use self::parse::{EventParts, InvalidEvent, Single};
+pub(crate) use self::parse::{EventParts, InvalidEvent, Single, is_json};
 
 /// Record header that always carries the idempotency key, so consumers can dedupe.
 pub(crate) const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";

@@ -195,7 +195,7 @@ fn record_header((name, value): (&str, &[u8])) -> Result<(String, Bytes), Invali
 
 /// `application/json`, `application/cloudevents+json` and other `+json` types, with or
 /// without parameters.
-fn is_json(content_type: &str) -> bool {
+pub(crate) fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()

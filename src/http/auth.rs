@@ -3,7 +3,8 @@
 //! - [`authenticate`] runs on every client and operator route: it turns the request's
 //!   credentials into a [`Principal`] (a request extension and the span's `principal` field)
 //!   or answers 401 with `WWW-Authenticate: Bearer`.
-//! - [`guard_publish`] runs on the publish route, before the body is read: the topic must be
+//! - [`guard_publish`] runs on the publish route, before the body is read ([`guard_batch`] on
+//!   the batch route, which charges the rate per event in the handler): the topic must be
 //!   one the principal may publish to (403), within its rate (429) and within its share of the
 //!   in-flight requests (503).
 //! - [`operator_only`] runs on the failure-record routes an operator alone may use (403).
@@ -111,6 +112,27 @@ pub(super) async fn guard_publish(
     request: Request,
     next: Next,
 ) -> Response {
+    guard(state, topic, request, next, true).await
+}
+
+/// The batch route's guards: topic permission and in-flight share. The rate is counted in
+/// events, so the handler charges it once it has read them.
+pub(super) async fn guard_batch(
+    State(state): State<Arc<AppState>>,
+    topic: Result<Path<String>, PathRejection>,
+    request: Request,
+    next: Next,
+) -> Response {
+    guard(state, topic, request, next, false).await
+}
+
+async fn guard(
+    state: Arc<AppState>,
+    topic: Result<Path<String>, PathRejection>,
+    request: Request,
+    next: Next,
+    charge_one_event: bool,
+) -> Response {
     let principal = match principal(&request) {
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
@@ -131,6 +153,7 @@ pub(super) async fn guard_publish(
     }
     let allowance = match principal
         .rate()
+        .filter(|_| charge_one_event)
         .map(|rate| (rate, rate.take(NonZeroU32::MIN)))
     {
         None => None,
@@ -172,9 +195,9 @@ pub(super) async fn guard_publish(
     response
 }
 
-/// 429 with `Retry-After` and the IETF ratelimit-headers draft's fields.
-fn rate_limited(per_second: u32, wait: Duration) -> Response {
-    let mut response = ApiError::new(
+/// The problem of an event past its client's rate, with `Retry-After`.
+pub(super) fn rate_limited_problem(per_second: u32, wait: Duration) -> ApiError {
+    ApiError::new(
         ProblemCode::RateLimited,
         format!(
             "This client may send {per_second} events per second. Nothing was stored or \
@@ -182,7 +205,11 @@ fn rate_limited(per_second: u32, wait: Duration) -> Response {
         ),
     )
     .retry_after(wait)
-    .into_response();
+}
+
+/// 429 with `Retry-After` and the IETF ratelimit-headers draft's fields.
+fn rate_limited(per_second: u32, wait: Duration) -> Response {
+    let mut response = rate_limited_problem(per_second, wait).into_response();
     let reset_secs = wait.as_millis().div_ceil(1000).max(1) as u64;
     set_rate_headers(
         &mut response,
@@ -198,7 +225,7 @@ fn rate_limited(per_second: u32, wait: Duration) -> Response {
 /// `RateLimit-Policy: "client";q=<per second>;w=1` and `RateLimit: "client";r=<left>;t=<secs>`
 /// (draft-ietf-httpapi-ratelimit-headers: a named policy, its quota over a one-second window,
 /// what remains of it and when it is whole again).
-fn set_rate_headers(response: &mut Response, allowance: Allowance) {
+pub(super) fn set_rate_headers(response: &mut Response, allowance: Allowance) {
     let headers = response.headers_mut();
     let policy = format!("\"client\";q={};w=1", allowance.limit);
     let state = format!(

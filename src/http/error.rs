@@ -37,12 +37,19 @@ impl ApiError {
     pub(super) fn code(&self) -> &str {
         &self.problem.code
     }
+
+    /// Status, body and `Retry-After`, for an answer that is not a response of its own (one
+    /// result of a batch).
+    pub(super) fn into_parts(self) -> (u16, String, Option<Duration>) {
+        let body = serde_json::to_string(&self.problem).expect("a problem always serializes");
+        (self.problem.status, body, self.retry_after)
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_string(&self.problem).expect("a problem always serializes");
-        problem_response(self.problem.status, body, self.retry_after)
+        let (status, body, retry_after) = self.into_parts();
+        problem_response(status, body, retry_after)
     }
 }
 

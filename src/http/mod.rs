@@ -15,6 +15,7 @@
 //! served there instead, under the same layers.
 
 mod auth;
+mod batch;
 mod error;
 mod events;
 mod failures;
@@ -44,6 +45,7 @@ use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub(crate) use self::batch::BatchLimits;
 use self::error::ApiError;
 pub(crate) use self::request::BodyLimits;
 use crate::contract::ProblemCode;
@@ -59,6 +61,8 @@ pub(crate) struct AppState {
     pub(crate) access: Arc<crate::auth::Access>,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) body_limits: BodyLimits,
+    /// How large a batch may be.
+    pub(crate) batch_limits: BatchLimits,
     /// Most event requests in progress at once.
     pub(crate) max_in_flight: usize,
 }
@@ -83,6 +87,7 @@ pub(crate) struct AppState {
     ),
     paths(
         events::publish_event,
+        batch::publish_batch,
         events::event_status,
         failures::list_failures,
         failures::get_failure,
@@ -98,6 +103,10 @@ pub(crate) struct AppState {
         crate::contract::Links,
         crate::contract::Accepted,
         crate::contract::EventStatus,
+        crate::contract::BatchRequest,
+        crate::contract::BatchEvent,
+        crate::contract::BatchResponse,
+        crate::contract::BatchResult,
         crate::failures::FailureRecord,
         crate::failures::FailurePage,
     )),
@@ -220,12 +229,21 @@ fn client_routes(state: Arc<AppState>) -> Router {
         .load_shed()
         .concurrency_limit(state.max_in_flight);
     let guard_publish = middleware::from_fn_with_state(state.clone(), auth::guard_publish);
+    let guard_batch = middleware::from_fn_with_state(state.clone(), auth::guard_batch);
     Router::new()
         .route(
             "/v1/topics/{topic}/events",
             post(events::publish_event)
-                .layer(in_flight_cap)
+                .layer(in_flight_cap.clone())
                 .layer(guard_publish),
+        )
+        // A batch counts as one request against `--max-in-flight`; its size is bounded by
+        // `--max-batch-events`.
+        .route(
+            "/v1/topics/{topic}/events:batch",
+            post(batch::publish_batch)
+                .layer(in_flight_cap)
+                .layer(guard_batch),
         )
         .route(
             "/v1/topics/{topic}/events/{idempotency_key}",

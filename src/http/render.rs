@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::error::{ApiError, json_response};
 use crate::contract::{Accepted, ProblemCode, StatusLinks, status_path};
@@ -12,27 +12,85 @@ use crate::pipeline::{Failure, Outcome, Refusal, stored_body};
 
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
+/// An answer to one event, before it becomes an HTTP response (or one result of a batch).
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) status: u16,
+    /// JSON: the persisted document, the 202 body or a problem.
+    pub(super) body: String,
+    /// The first answer again (`Idempotent-Replayed: true`).
+    pub(super) replayed: bool,
+    /// `Retry-After`, where waiting may help.
+    pub(super) retry_after: Option<Duration>,
+    /// `Location`: the event's status resource, for a 202.
+    pub(super) location: Option<String>,
+}
+
+impl Answer {
+    fn new(status: u16, body: String) -> Self {
+        Answer {
+            status,
+            body,
+            replayed: false,
+            retry_after: None,
+            location: None,
+        }
+    }
+
+    pub(super) fn into_response(self) -> Response {
+        let mut response = json_response(self.status, self.body, self.retry_after);
+        let headers = response.headers_mut();
+        if self.replayed {
+            headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        }
+        if let Some(location) = self.location.and_then(|l| HeaderValue::try_from(l).ok()) {
+            headers.insert(header::LOCATION, location);
+        }
+        response
+    }
+}
+
+impl From<ApiError> for Answer {
+    fn from(error: ApiError) -> Self {
+        let (status, body, retry_after) = error.into_parts();
+        Answer {
+            retry_after,
+            ..Answer::new(status, body)
+        }
+    }
+}
+
 /// The answer to an event request.
 pub(super) fn outcome(outcome: Outcome, topic: &TopicName, key: &IdempotencyKey) -> Response {
+    answer(outcome, topic, key).into_response()
+}
+
+/// What a client hears of an event's outcome.
+pub(super) fn answer(outcome: Outcome, topic: &TopicName, key: &IdempotencyKey) -> Answer {
     match outcome {
-        Outcome::Persisted(receipt) => json_response(201, receipt.body, None),
-        Outcome::Failed(failure) => self::failure(&failure),
+        Outcome::Persisted(receipt) => Answer::new(201, receipt.body),
+        Outcome::Failed(failure) => Answer {
+            retry_after: failure.retry_after(),
+            ..Answer::new(
+                failure.status(),
+                serde_json::to_string(&failure.problem()).expect("a problem always serializes"),
+            )
+        },
         Outcome::Replayed(answer) => {
             let (status, body) = stored_body(&answer, topic, key);
-            let mut response = json_response(status, body, None);
-            response
-                .headers_mut()
-                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-            response
+            Answer {
+                replayed: true,
+                ..Answer::new(status, body)
+            }
         }
         Outcome::Accepted => accepted(topic, key),
-        Outcome::Refused(why) => refusal(why).into_response(),
+        Outcome::Refused(why) => refusal(why).into(),
         Outcome::Lost => ApiError::new(
             ProblemCode::Internal,
             "The delivery ended without an answer; the event may or may not be in Kafka. GET \
              its status, or retry with the same Idempotency-Key after a while.",
         )
-        .into_response(),
+        .into(),
     }
 }
 
@@ -60,7 +118,7 @@ pub(super) fn label(outcome: &Outcome) -> &'static str {
 
 /// `202 Accepted`: Kafka has not answered within the wait timeout. The same answer goes to
 /// every retry of the key until the delivery settles.
-fn accepted(topic: &TopicName, key: &IdempotencyKey) -> Response {
+fn accepted(topic: &TopicName, key: &IdempotencyKey) -> Answer {
     let location = status_path(topic.as_str(), key.as_str());
     let body = Accepted {
         status: "accepted".to_owned(),
@@ -73,15 +131,13 @@ fn accepted(topic: &TopicName, key: &IdempotencyKey) -> Response {
             status: location.clone(),
         },
     };
-    let mut response = json_response(
-        202,
-        serde_json::to_string(&body).expect("an accepted body always serializes"),
-        None,
-    );
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location);
+    Answer {
+        location: Some(location),
+        ..Answer::new(
+            202,
+            serde_json::to_string(&body).expect("an accepted body always serializes"),
+        )
     }
-    response
 }
 
 fn refusal_code(refusal: &Refusal) -> ProblemCode {

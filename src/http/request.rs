@@ -101,7 +101,11 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Single<'a> {
     }
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limits: BodyLimits) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limits: BodyLimits,
+) -> Result<Bytes, ApiError> {
     let BodyLimits {
         max_bytes: limit,
         read_timeout: timeout,

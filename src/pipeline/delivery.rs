@@ -88,6 +88,17 @@ impl Pipeline {
                 .increment(1);
             NotClaimed::StoreUnavailable
         })?;
+        self.claimed(event, claim, owner)
+    }
+
+    /// What the store's answer to a claim means for `event`: counted, and said loudly when the
+    /// key was taken from a gateway that did not settle it.
+    pub(super) fn claimed(
+        &self,
+        event: Event,
+        claim: Claim,
+        owner: String,
+    ) -> Result<Claimed, NotClaimed> {
         metrics::counter!("ackgate_dedupe_outcomes_total", "outcome" => claim.label()).increment(1);
         match claim {
             Claim::Claimed { attempt, took_over } => {
@@ -192,7 +203,7 @@ impl Pipeline {
 
     /// Classifies a failed delivery and keeps the event as `keep` says. Returns the failure and
     /// the answer to settle the key with.
-    async fn fail(
+    pub(super) async fn fail(
         &self,
         claimed: &Claimed,
         failure: DeliveryFailure,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::Pipeline;
 use super::delivery::Claimed;
-use crate::idempotency::{Renewal, StoreError, StoredAnswer};
+use crate::idempotency::{Renewal, SettleRequest, StoreError, StoredAnswer};
 
 /// How soon a renewal is tried again after the store did not answer.
 const RENEW_RETRY: Duration = Duration::from_millis(500);
@@ -38,6 +38,60 @@ impl Pipeline {
             () = self.renew_lease(claimed) => {}
         }
         work.await
+    }
+
+    /// Runs `work` (a batch's deliveries and their settle) while renewing every claimed key's
+    /// lease, each until it is settled or lost.
+    pub(super) async fn holding_leases<T>(
+        &self,
+        claimed: &[Claimed],
+        work: impl Future<Output = T>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        tokio::select! {
+            done = &mut work => return done,
+            () = self.renew_leases(claimed) => {}
+        }
+        work.await
+    }
+
+    /// [`renew_lease`](Self::renew_lease) for many keys: one renewal of each per round, sent
+    /// together.
+    async fn renew_leases(&self, claimed: &[Claimed]) {
+        let every = self.store.lifetimes().lease / 3;
+        let mut holding: Vec<&Claimed> = claimed.iter().collect();
+        let mut wait = every;
+        while !holding.is_empty() {
+            tokio::time::sleep(wait).await;
+            let renewals = futures::future::join_all(holding.iter().map(|one| {
+                self.store
+                    .renew(one.event.scope(), &one.event.idempotency_key, &one.owner)
+            }))
+            .await;
+            wait = every;
+            let mut still = Vec::with_capacity(holding.len());
+            for (one, renewal) in holding.into_iter().zip(renewals) {
+                let outcome = renewal.as_ref().map_or("error", |r| r.label());
+                metrics::counter!("ackgate_lease_renewals_total", "outcome" => outcome)
+                    .increment(1);
+                match renewal {
+                    Ok(Renewal::Renewed) => still.push(one),
+                    Ok(Renewal::Settled) => {}
+                    Ok(Renewal::Lost) => self.key_lost(one, "renew", None),
+                    Err(error) => {
+                        tracing::warn!(
+                            error = &error as &dyn std::error::Error,
+                            topic = %one.event.topic,
+                            idempotency_key = %one.event.idempotency_key,
+                            "could not renew the lease of a pending delivery; trying again"
+                        );
+                        wait = RENEW_RETRY.min(every);
+                        still.push(one);
+                    }
+                }
+            }
+            holding = still;
+        }
     }
 
     /// Renews the lease every third of it, until the key is settled or someone else owns it.
@@ -127,6 +181,56 @@ impl Pipeline {
                          lease may publish the event again"
                     );
                     return false;
+                }
+            }
+        }
+    }
+
+    /// [`settle`](Self::settle) for a batch, in one call per try: `requests[i]` settles
+    /// `claimed[i]` with `answers[i]`.
+    pub(super) async fn settle_batch(
+        &self,
+        claimed: &[Claimed],
+        requests: &[SettleRequest<'_>],
+        answers: &[&StoredAnswer],
+        delayed: &mut (dyn FnMut() + Send),
+    ) {
+        let (mut backoff, longest) = SETTLE_BACKOFF;
+        let mut tries = 0_u64;
+        loop {
+            let settled = self.store.settle_many(requests).await;
+            tries += 1;
+            match settled {
+                Ok(settled) => {
+                    for ((one, answer), settled) in claimed.iter().zip(answers).zip(settled) {
+                        if !settled {
+                            self.key_lost(one, "settle", Some(answer));
+                        }
+                    }
+                    return;
+                }
+                Err(error @ StoreError::Unavailable(_)) => {
+                    if tries == 1 {
+                        delayed();
+                        tracing::warn!(
+                            error = &error as &dyn std::error::Error,
+                            keys = requests.len(),
+                            "could not settle a batch's keys; trying again until the store \
+                             answers"
+                        );
+                    }
+                    metrics::counter!("ackgate_settle_retries_total").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(longest);
+                }
+                Err(error) => {
+                    tracing::error!(
+                        error = &error as &dyn std::error::Error,
+                        keys = requests.len(),
+                        "could not settle a batch's keys; they stay in flight, and a request \
+                         after their lease may publish the events again"
+                    );
+                    return;
                 }
             }
         }

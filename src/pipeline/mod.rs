@@ -15,7 +15,8 @@
 //!    `wait_timeout` without one is answered `202 Accepted`; the task records the outcome when
 //!    it arrives, for `GET /v1/topics/{topic}/events/{key}`.
 //!
-//! Client requests and the operator's retries ([`operator`]) share steps 2 to 4.
+//! Client requests and the operator's retries ([`operator`]) share steps 2 to 4; a batch
+//! ([`batch`]) takes them for many events at once.
 //!
 //! - [`outcome`]: what became of an event, as types the edge renders.
 //! - [`classify`]: the table from a failed delivery to its answer.
@@ -24,6 +25,7 @@
 //! - [`records`]: keeping failure records (store, spool, log).
 //! - [`unfinished`]: the deliveries running now, kept at exit if the grace period cut them short.
 
+mod batch;
 mod classify;
 mod dead_letter;
 mod delivery;
@@ -44,7 +46,7 @@ use tokio::time::error::Elapsed;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use self::dead_letter::DeadLetters;
-use self::delivery::{Keep, NotClaimed};
+use self::delivery::Keep;
 pub(crate) use self::operator::{OperatorError, RetryOutcome};
 pub(crate) use self::outcome::{Failure, Outcome, Refusal, stored_body};
 pub(crate) use self::unfinished::Unfinished;
@@ -114,15 +116,7 @@ impl Pipeline {
         }
         let claimed = match self.claim(event, Claimant::Client).await {
             Ok(claimed) => claimed,
-            Err(NotClaimed::Replay(answer)) => return Outcome::Replayed(answer),
-            Err(NotClaimed::InFlight { accepted: true, .. }) => return Outcome::Accepted,
-            Err(NotClaimed::InFlight { retry_after, .. }) => {
-                return Outcome::Refused(Refusal::InFlight { retry_after });
-            }
-            Err(NotClaimed::Mismatch) => return Outcome::Refused(Refusal::Mismatch),
-            Err(NotClaimed::StoreUnavailable) => {
-                return Outcome::Refused(Refusal::StoreUnavailable);
-            }
+            Err(not_claimed) => return not_claimed.outcome(),
         };
         let (principal, topic, key, owner) = claimed.names();
         let answer = self.spawn_delivery(claimed, Keep::NewRecord);

@@ -110,6 +110,30 @@ pub(crate) struct Publisher {
     rebuilding: tokio::sync::Mutex<()>,
 }
 
+/// An event librdkafka took, until its delivery report comes.
+struct Pending {
+    rx: oneshot::Receiver<DeliveryReport>,
+    created_ms: i64,
+}
+
+impl Pending {
+    async fn report(self) -> DeliveryReport {
+        match self.rx.await {
+            Ok(Ok(ack)) if ack.timestamp_ms < 0 => Ok(Ack {
+                timestamp_ms: self.created_ms,
+                ..ack
+            }),
+            Ok(report) => report,
+            // The producer was destroyed with the message still inside: librdkafka purged it
+            // without a report. It may have been sent.
+            Err(_) => Err(DeliveryFailure::from_report(
+                &KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight),
+                Persistence::PossiblyPersisted,
+            )),
+        }
+    }
+}
+
 impl Publisher {
     /// Builds the producer. Fails on a configuration librdkafka refuses.
     pub(crate) fn new(config: PublisherConfig) -> Result<Self, KafkaError> {
@@ -127,14 +151,53 @@ impl Publisher {
         if self.is_fatal() {
             self.heal().await;
         }
-        let report = self.publish_once(event).await;
+        let report = match self.enqueue(event) {
+            Ok(pending) => pending.report().await,
+            Err(failure) => Err(failure),
+        };
         if report.is_err() && self.is_fatal() {
             self.heal().await;
         }
         report
     }
 
-    async fn publish_once(&self, event: &Event) -> DeliveryReport {
+    /// Hands the events to librdkafka in their order and waits for every delivery report. Once
+    /// one is refused (a full local queue), the rest are refused with it, unsent: a later event
+    /// must never overtake an earlier one with the same key.
+    pub(crate) async fn publish_in_order(
+        &self,
+        events: &[&Event],
+    ) -> Vec<futures::future::BoxFuture<'static, DeliveryReport>> {
+        if self.is_fatal() {
+            self.heal().await;
+        }
+        let mut refused: Option<DeliveryFailure> = None;
+        let mut reports = Vec::with_capacity(events.len());
+        for event in events {
+            let report: futures::future::BoxFuture<'static, DeliveryReport> = match &refused {
+                Some(failure) => Box::pin(std::future::ready(Err(failure.clone()))),
+                None => match self.enqueue(event) {
+                    Ok(pending) => Box::pin(pending.report()),
+                    Err(failure) => {
+                        refused = Some(failure.clone());
+                        Box::pin(std::future::ready(Err(failure)))
+                    }
+                },
+            };
+            reports.push(report);
+        }
+        reports
+    }
+
+    /// Replaces the producer if it hit a fatal error; a batch calls this once its reports are in.
+    pub(crate) async fn heal_if_fatal(&self) {
+        if self.is_fatal() {
+            self.heal().await;
+        }
+    }
+
+    /// Hands the event to librdkafka at once (never blocking), or says why it was not taken.
+    fn enqueue(&self, event: &Event) -> Result<Pending, DeliveryFailure> {
         let producer = self.producer.load_full();
         let (tx, rx) = oneshot::channel();
         let headers = event
@@ -155,22 +218,10 @@ impl Publisher {
         }
         // `send` never blocks: on a full local queue it hands the record back at once, which is
         // the back-pressure signal (nothing was enqueued).
-        if let Err((error, _record)) = producer.send(record) {
-            return Err(DeliveryFailure::not_enqueued(&error));
-        }
-        match rx.await {
-            Ok(Ok(ack)) if ack.timestamp_ms < 0 => Ok(Ack {
-                timestamp_ms: created_ms,
-                ..ack
-            }),
-            Ok(report) => report,
-            // The producer was destroyed with the message still inside: librdkafka purged it
-            // without a report. It may have been sent.
-            Err(_) => Err(DeliveryFailure::from_report(
-                &KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight),
-                Persistence::PossiblyPersisted,
-            )),
-        }
+        producer
+            .send(record)
+            .map_err(|(error, _record)| DeliveryFailure::not_enqueued(&error))?;
+        Ok(Pending { rx, created_ms })
     }
 
     /// Whether `topic` exists, from cached metadata refreshed every `metadata_refresh`.
