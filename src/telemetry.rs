@@ -32,6 +32,11 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 /// The process-wide Prometheus recorder, installed on first use.
 ///
 /// `metrics` has one global recorder per process; several applications in one process (as in
+/// Buckets of `ackgate_batch_events`: 1 to the largest `--max-batch-events`.
+const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+
 /// the tests) share it.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -41,6 +46,11 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Suffix("duration_seconds".to_owned()),
                     LATENCY_BUCKETS,
+                )
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("ackgate_batch_events".to_owned()),
+                    BATCH_SIZE_BUCKETS,
                 )
                 .expect("the bucket list is not empty")
                 .build_recorder();
@@ -67,6 +77,15 @@ fn describe() {
     describe_gauge!(
         "ackgate_http_requests_in_flight",
         "HTTP requests being served"
+    );
+    describe_histogram!(
+        "ackgate_batch_events",
+        Unit::Count,
+        "Events per batch request (POST /v1/topics/{topic}/events:batch), of batches read whole"
+    );
+    describe_counter!(
+        "ackgate_batch_results_total",
+        "Results of the events of batches, by the HTTP status each would have had alone"
     );
     describe_histogram!(
         "ackgate_produce_duration_seconds",

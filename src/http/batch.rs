@@ -89,7 +89,6 @@ pub(crate) async fn publish_batch(
     }
     let body = request::read_body(&headers, body, state.batch_limits.body).await?;
     let items = parse::envelope(&body, state.batch_limits.max_events)?;
-    metrics::histogram!("ackgate_batch_events").record(items.len() as f64);
 
     let limits = EventLimits {
         max_value_bytes: state.body_limits.max_bytes,
@@ -109,6 +108,7 @@ pub(crate) async fn publish_batch(
         }
     }
     refuse_duplicates(&events)?;
+    metrics::histogram!("ackgate_batch_events").record(items.len() as f64);
     let allowance = charge_rate(&principal, &mut events, &mut results);
 
     let (places, events): (Vec<usize>, Vec<Event>) = events.into_iter().unzip();

@@ -64,9 +64,11 @@ impl Pipeline {
         let in_time = tokio::time::timeout(self.wait_timeout, all_answered)
             .await
             .is_ok();
+        // Taken one by one, so that a report arriving later still finds its place (and is
+        // settled; nobody reads it).
         let answered: Vec<Option<Outcome>> = {
             let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::take(&mut *slots)
+            slots.iter_mut().map(Option::take).collect()
         };
         let mut late = Vec::new();
         for ((place, answer), names) in places.into_iter().zip(answered).zip(&names) {
@@ -226,7 +228,13 @@ impl Pipeline {
 }
 
 fn fill(slots: &Slots, place: usize, outcome: Outcome) {
-    slots.lock().unwrap_or_else(|e| e.into_inner())[place] = Some(outcome);
+    if let Some(slot) = slots
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(place)
+    {
+        *slot = Some(outcome);
+    }
 }
 
 impl NotClaimed {

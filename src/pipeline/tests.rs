@@ -25,6 +25,7 @@ use crate::idempotency::{
 };
 use crate::publisher::{FailureKind, Persistence, Publisher, PublisherConfig};
 
+mod batch;
 mod lease;
 
 const TOPIC: &str = "orders";
