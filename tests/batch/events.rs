@@ -7,6 +7,36 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::*;
 
+/// What one event of a batch must be in Kafka.
+struct Expected {
+    idempotency_key: &'static str,
+    key: Option<&'static [u8]>,
+    value: &'static [u8],
+    content_type: &'static [u8],
+}
+
+impl Expected {
+    fn new(
+        idempotency_key: &'static str,
+        value: &'static [u8],
+        content_type: &'static [u8],
+    ) -> Expected {
+        Expected {
+            idempotency_key,
+            key: None,
+            value,
+            content_type,
+        }
+    }
+
+    fn with_key(self, key: &'static [u8]) -> Expected {
+        Expected {
+            key: Some(key),
+            ..self
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_mixed_batch_is_in_kafka_exactly_where_its_results_say() {
     let app = TestApp::spawn_default(test_settings()).await;
@@ -28,34 +58,29 @@ async fn a_mixed_batch_is_in_kafka_exactly_where_its_results_say() {
     let results = results(&reply, 5);
     let in_kafka = records(&topic);
     assert_eq!(in_kafka.len(), 5, "one record per event: {in_kafka:?}");
-    let expected: [(&str, Option<&[u8]>, &[u8], &[u8]); 5] = [
-        (
-            "o-1",
-            Some(b"customer-42"),
-            br#"{"a": 1,  "b":[1, 2]}"#,
-            b"application/json",
-        ),
-        ("o-2", None, &[0, 1, 2, 255], b"application/octet-stream"),
-        (
-            "o-3",
-            Some(b"customer-42"),
-            br#""just text""#,
-            b"application/json",
-        ),
-        (
+    let expected = [
+        Expected::new("o-1", br#"{"a": 1,  "b":[1, 2]}"#, b"application/json")
+            .with_key(b"customer-42"),
+        Expected::new("o-2", &[0, 1, 2, 255], b"application/octet-stream"),
+        Expected::new("o-3", br#""just text""#, b"application/json").with_key(b"customer-42"),
+        Expected::new(
             "o-4",
-            None,
             br#"{"specversion": "1.0"}"#,
             b"application/cloudevents+json",
         ),
-        ("o-5", None, br#"{"n": 1}"#, b"application/json"),
+        Expected::new("o-5", br#"{"n": 1}"#, b"application/json"),
     ];
-    for (item, (key, kafka_key, value, content_type)) in results.iter().zip(expected) {
+    for (item, expected) in results.iter().zip(expected) {
+        let key = expected.idempotency_key;
         item.assert_created(&topic, key);
         let record = record_at(&in_kafka, item);
-        assert_eq!(record.key.as_deref(), kafka_key, "{key}: the record key");
-        assert_eq!(record.value, value, "{key}: the value, byte for byte");
-        assert_eq!(record.header("content-type"), Some(content_type), "{key}");
+        assert_eq!(record.key.as_deref(), expected.key, "{key}: the record key");
+        assert_eq!(
+            record.value, expected.value,
+            "{key}: the value, byte for byte"
+        );
+        let content_type = record.header("content-type");
+        assert_eq!(content_type, Some(expected.content_type), "{key}");
         assert_eq!(record.header("idempotency-key"), Some(key.as_bytes()));
     }
     let first = record_at(&in_kafka, &results[0]);
