@@ -3,7 +3,7 @@
 # components, cargo-deny, Redis, a Tansu Kafka broker; k6, Chromium, promtool and hadolint
 # are installed by the scripts that use them) and runs fmt, clippy, cargo deny (bans,
 # licenses, sources; advisories when the database can be fetched), the Rust tests, the k6
-# smoke and duplicates scripts, the browser test of /docs, the deploy-file checks and
+# smoke, duplicates and batch scripts, the browser test of /docs, the deploy-file checks and
 # the release build the Dockerfile runs.
 #
 # Usage: scripts/test.sh [extra cargo test args...]   e.g. scripts/test.sh -- --nocapture
@@ -133,7 +133,7 @@ cargo test --locked --test redis_stall -- --ignored --nocapture
 # The gateway binary cargo test just built, for the checks that run it as a user would.
 export ACKGATE_BIN="$REPO/target/debug/ackgate"
 
-step "k6: smoke.js against ackgate dev; duplicates.js against ackgate serve, then ackgate audit of the topic"
+step "k6: smoke.js against ackgate dev; duplicates.js and batch.js against ackgate serve, then ackgate audit of their topics"
 bash scripts/k6.sh ci
 
 step "schemathesis: the running gateway against its own OpenAPI document"

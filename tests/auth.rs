@@ -4,52 +4,12 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ackgate::auth::AuthArgs;
 use ackgate::settings::Settings;
 use common::jwt;
 use common::*;
-use sha2::{Digest, Sha256};
-
-/// An auth file in the temporary directory; `clients` are (name, secret, extra TOML lines).
-struct AuthFile(PathBuf);
-
-impl AuthFile {
-    fn new(clients: &[(&str, &str, &str)]) -> AuthFile {
-        let file = AuthFile(std::env::temp_dir().join(format!("{}.toml", unique("auth"))));
-        file.write(clients);
-        file
-    }
-
-    fn write(&self, clients: &[(&str, &str, &str)]) {
-        let text: String = clients
-            .iter()
-            .map(|(name, secret, extra)| {
-                let digest = hex::encode(Sha256::digest(secret.as_bytes()));
-                format!("[[clients]]\nname = \"{name}\"\nkey_sha256 = \"{digest}\"\n{extra}\n\n")
-            })
-            .collect();
-        std::fs::write(&self.0, text).unwrap();
-    }
-
-    fn settings(&self) -> Settings {
-        Settings {
-            auth: AuthArgs {
-                auth_file: Some(self.0.clone()),
-                ..AuthArgs::default()
-            },
-            ..test_settings()
-        }
-    }
-}
-
-impl Drop for AuthFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 async fn topic(prefix: &str) -> String {
     let topic = unique(prefix);

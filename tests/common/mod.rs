@@ -5,6 +5,7 @@
 //! `ACKGATE_TEST_KAFKA_BROKERS`, `ACKGATE_TEST_REDIS_URL`, `ACKGATE_TEST_REDIS_SERVER`.
 #![allow(dead_code, unreachable_pub)]
 
+mod auth_file;
 pub mod client;
 pub mod faults;
 pub mod jwt;
@@ -15,6 +16,8 @@ pub mod tansu;
 pub mod tls;
 
 // Not every test target names them.
+#[allow(unused_imports)]
+pub use auth_file::AuthFile;
 #[allow(unused_imports)]
 pub use routes::{Pending, path_segment};
 

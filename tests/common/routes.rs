@@ -79,6 +79,31 @@ impl TestApp {
         request.body(body.as_ref().to_vec())
     }
 
+    /// `POST /v1/topics/{topic}/events:batch` with a JSON content type.
+    pub fn post_batch(&self, topic: &str, body: impl AsRef<[u8]>) -> Pending {
+        self.post_batch_raw(
+            topic,
+            &[("Content-Type", "application/json")],
+            body.as_ref().to_vec(),
+        )
+    }
+
+    /// `POST /v1/topics/{topic}/events:batch` with exactly these headers (none added).
+    pub fn post_batch_raw(
+        &self,
+        topic: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> Pending {
+        let mut request = self
+            .client
+            .post(self.url(&format!("{}:batch", events_path(topic))));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request.body(body)).boxed()
+    }
+
     /// `GET /v1/topics/{topic}/events/{key}`: what became of the event under `key`.
     pub fn event_status(&self, topic: &str, key: &str) -> Pending {
         self.get(&format!("{}/{}", events_path(topic), path_segment(key)))
