@@ -209,6 +209,7 @@ impl Application {
                 },
             },
             max_in_flight: settings.max_in_flight,
+            max_batches_in_flight: settings.max_batches_in_flight,
         };
         Ok(Application {
             listener,

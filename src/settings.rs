@@ -152,6 +152,13 @@ pub struct Settings {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_in_flight: usize,
 
+    /// Most batch requests in progress at once, counted apart from single events; past it, new
+    /// ones get 503 `overloaded`. Bounds memory: each holds its body (up to --max-batch-bytes)
+    /// until its events are answered (64 × 16 MiB = 1 GiB).
+    #[arg(long, env = "ACKGATE_MAX_BATCHES_IN_FLIGHT", default_value_t = 64,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub max_batches_in_flight: usize,
+
     /// How long a client may take to send its request line and headers (slowloris guard).
     #[arg(long, env = "ACKGATE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]

@@ -31,7 +31,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{BoxError, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
@@ -65,6 +65,8 @@ pub(crate) struct AppState {
     pub(crate) batch_limits: BatchLimits,
     /// Most event requests in progress at once.
     pub(crate) max_in_flight: usize,
+    /// Most batch requests in progress at once.
+    pub(crate) max_batches_in_flight: usize,
 }
 
 /// The OpenAPI document, generated from the handlers and types.
@@ -214,36 +216,17 @@ fn shared_layers(routes: Router) -> Router {
 
 /// Publishing events and reading their status: what client services call.
 fn client_routes(state: Arc<AppState>) -> Router {
-    // Past the cap, shed at once rather than queue: a queued request holds its body in memory
-    // and would likely time out anyway.
-    let in_flight_cap = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: BoxError| async {
-            metrics::counter!("ackgate_requests_shed_total").increment(1);
-            ApiError::new(
-                ProblemCode::Overloaded,
-                "The gateway has as many requests in progress as it accepts. Nothing was \
-                 published; retry with the same Idempotency-Key.",
-            )
-            .retry_after(std::time::Duration::from_secs(1))
-        }))
-        .load_shed()
-        .concurrency_limit(state.max_in_flight);
     let guard_publish = middleware::from_fn_with_state(state.clone(), auth::guard_publish);
     let guard_batch = middleware::from_fn_with_state(state.clone(), auth::guard_batch);
     Router::new()
         .route(
             "/v1/topics/{topic}/events",
-            post(events::publish_event)
-                .layer(in_flight_cap.clone())
-                .layer(guard_publish),
+            capped(post(events::publish_event), state.max_in_flight).layer(guard_publish),
         )
-        // A batch counts as one request against `--max-in-flight`; its size is bounded by
-        // `--max-batch-events`.
+        // Batches have a cap of their own: each may hold up to `--max-batch-bytes`.
         .route(
             "/v1/topics/{topic}/events:batch",
-            post(batch::publish_batch)
-                .layer(in_flight_cap)
-                .layer(guard_batch),
+            capped(post(batch::publish_batch), state.max_batches_in_flight).layer(guard_batch),
         )
         .route(
             "/v1/topics/{topic}/events/{idempotency_key}",
@@ -255,6 +238,25 @@ fn client_routes(state: Arc<AppState>) -> Router {
         ))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// `route` with at most `limit` requests in progress. Past the cap, shed at once rather than
+/// queue: a queued request holds its body in memory and would likely time out anyway.
+fn capped(route: MethodRouter<Arc<AppState>>, limit: usize) -> MethodRouter<Arc<AppState>> {
+    route.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: BoxError| async {
+                metrics::counter!("ackgate_requests_shed_total").increment(1);
+                ApiError::new(
+                    ProblemCode::Overloaded,
+                    "The gateway has as many requests in progress as it accepts. Nothing was \
+                     published; retry with the same Idempotency-Key.",
+                )
+                .retry_after(std::time::Duration::from_secs(1))
+            }))
+            .load_shed()
+            .concurrency_limit(limit),
+    )
 }
 
 /// The operator's loop over failure records. Reading one record is also open to the principal
