@@ -14,13 +14,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease, ttl, grace = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[4])
 local operator = ARGV[3] == '1'
+-- A fresh key's lease, suspicion, attempt and accepted flag: the same for every key of the call.
+local fresh = struct.pack('>I8I8I4', now + lease, 0, 1) .. '0'
 local replies = {}
 for i, key in ipairs(KEYS) do
   local owner, fp = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
-  local r = redis.call('GET', key)
+  -- Claims a fresh key, or reads the record that is there (SET … NX GET, Redis 7.0): one
+  -- command on the common path.
+  local r = redis.call('SET', key, 'I' .. fp .. owner .. fresh, 'NX', 'GET', 'PX', ttl)
   if not r then
-    redis.call('SET', key, 'I' .. fp .. owner .. struct.pack('>I8I8I4', now + lease, 0, 1) .. '0',
-               'PX', ttl)
     replies[i] = {'claimed', 1, 0}
   elseif string.sub(r, 2, 17) ~= fp then
     -- Checked first, in any state: a reused key never sees another event's answer.
