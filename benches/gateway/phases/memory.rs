@@ -172,7 +172,7 @@ async fn sample_record(
 
 pub(crate) fn memory_line(m: &MemorySummary) -> String {
     format!(
-        "{:<20} {:<8} {} records ({}) in {:.1} s, DBSIZE {}, used_memory {} → {} B: {} B per \
+        "{:<23} {:<8} {} records ({}) in {:.1} s, DBSIZE {}, used_memory {} → {} B: {} B per \
          record; failures {}",
         "redis_memory",
         m.build,

@@ -34,7 +34,7 @@ pub(crate) fn fmt_opt(value: Option<f64>, digits: usize) -> String {
 
 pub(crate) fn summary_line(r: &PhaseResult) -> String {
     format!(
-        "{:<20} w={:<5} {:>9.0} ev/s  p50 {:>7} ms  p99 {:>7} ms  p99.9 {:>7} ms  cpu/10k {:>6} s  \
+        "{:<23} w={:<5} {:>9.0} ev/s  p50 {:>7} ms  p99 {:>7} ms  p99.9 {:>7} ms  cpu/10k {:>6} s  \
          rss {:>6} MiB  failures {}",
         r.phase,
         r.window,

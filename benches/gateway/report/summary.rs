@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::cli::Args;
+use crate::phases::batch::batch_connections;
 use crate::phases::memory::MemorySummary;
 use crate::phases::overload::OverloadSummary;
 use crate::report::fmt_opt;
@@ -240,7 +241,7 @@ pub(crate) fn summarize(
              connections)",
             args.batch_window,
             args.batch_events,
-            batch.map_or(0, |r| r.window / args.batch_events.max(1)),
+            batch_connections(args.batch_window, args.batch_events),
         ),
         measured: format!(
             "{} / {} ev/s = {}×",
