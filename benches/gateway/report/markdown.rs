@@ -246,7 +246,7 @@ pub(crate) fn markdown(
     let _ = writeln!(
         md,
         "\n![latency vs throughput]({svg_name})\n\nRaw data: `{}.jsonl` (one JSON object per \
-         line: `run`, `phase`, `overload`, `summary`).",
+         line: `run`, `phase`, `redis_memory`, `overload`, `summary`).",
         file_stem()
     );
     md
