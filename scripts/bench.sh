@@ -4,11 +4,13 @@
 # Usage: scripts/bench.sh [--quick] [--perf] [--soak] [-- extra bench flags]
 #
 #   (full)    windows 64,256,1024, 1 KiB events, 15 s measured (+2 s warm-up) per phase,
-#             the half-rate latency comparison and the overload phase (~10 minutes);
-#             results in bench/results/<date>-<sha>.{jsonl,md,svg}
-#   --quick   what CI runs: window 64, 3 s per phase, short overload (< 90 s once built);
-#             fails only if the benchmark is broken (errors, no throughput, unexpected
-#             answers), never on a number; results in target/bench/results/
+#             the batch phase (100 events per request, ~1024 outstanding), Redis memory per
+#             record (100 000 records), the half-rate latency comparison and the overload
+#             phase (~12 minutes); results in bench/results/<date>-<sha>.{jsonl,md,svg}
+#   --quick   what CI runs: window 64, 3 s per phase, a short batch phase, a 5 000-record
+#             memory phase, short overload (< 2 min once built); fails only if the benchmark
+#             is broken (errors, no throughput, unexpected answers), never on a number;
+#             results in target/bench/results/
 #   --perf    also profile one extra gateway phase with `perf record` (installs linux-perf
 #             from Debian's packages when missing); the report goes next to the results
 #   --soak    also run one gateway for 10 minutes at the largest window, RSS sampled every
@@ -19,6 +21,7 @@
 # Any ACKGATE_BENCH_* variable (see `--help` of the bench binary) overrides a setting, e.g.
 #   ACKGATE_BENCH_WINDOWS=256 ACKGATE_BENCH_DURATION_SECS=30 scripts/bench.sh
 #   ACKGATE_BENCH_GATEWAY_ARGS='--log-filter warn' scripts/bench.sh
+#   ACKGATE_BENCH_BASELINE_BIN=/path/to/older/ackgate scripts/bench.sh   # before / after
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -34,7 +37,7 @@ while (($#)); do
     --perf) PERF=1 ;;
     --soak) export ACKGATE_BENCH_SOAK_SECS="${ACKGATE_BENCH_SOAK_SECS:-600}" ;;
     --) shift; EXTRA+=("$@"); break ;;
-    -h | --help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -83,6 +86,9 @@ export ACKGATE_BENCH_GATEWAY_BIN="${ACKGATE_BENCH_GATEWAY_BIN:-$REPO/target/rele
 ACKGATE_BENCH_BROKER_PID="$(cat "target/tansu-$KAFKA_PORT.pid")"
 ACKGATE_BENCH_BROKER_VERSION="$("$(bash scripts/tansu.sh path)" --version 2>/dev/null || echo tansu)"
 export ACKGATE_BENCH_BROKER_PID ACKGATE_BENCH_BROKER_VERSION
+# The memory phase starts a Redis of its own (scripts/redis.sh installed it).
+ACKGATE_BENCH_REDIS_SERVER="${ACKGATE_BENCH_REDIS_SERVER:-$(command -v redis-server)}"
+export ACKGATE_BENCH_REDIS_SERVER
 export ACKGATE_BENCH_WORK_DIR="${ACKGATE_BENCH_WORK_DIR:-$REPO/target/bench}"
 
 ARGS=()
@@ -92,6 +98,7 @@ if ((QUICK)); then
     export ACKGATE_BENCH_WARMUP_SECS="${ACKGATE_BENCH_WARMUP_SECS:-1}"
     export ACKGATE_BENCH_OVERLOAD_SECS="${ACKGATE_BENCH_OVERLOAD_SECS:-3}"
     export ACKGATE_BENCH_CALM_SECS="${ACKGATE_BENCH_CALM_SECS:-2}"
+    export ACKGATE_BENCH_MEMORY_RECORDS="${ACKGATE_BENCH_MEMORY_RECORDS:-5000}"
     export ACKGATE_BENCH_OUT_DIR="${ACKGATE_BENCH_OUT_DIR:-$REPO/target/bench/results}"
     ARGS+=(--quick)
 else

@@ -68,6 +68,19 @@ pub(crate) async fn redis_server_info(conn: &mut ConnectionManager) -> (Option<u
     )
 }
 
+/// A numeric field of `INFO <section>` (e.g. `memory`, `used_memory`).
+pub(crate) async fn redis_info_u64(
+    conn: &mut ConnectionManager,
+    section: &str,
+    field: &str,
+) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg(section).query_async(conn).await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no {field} in INFO {section}"))
+}
+
 fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)

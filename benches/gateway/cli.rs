@@ -69,6 +69,33 @@ pub(crate) struct Args {
     /// else the largest window).
     #[arg(long, env = "ACKGATE_BENCH_REFERENCE_WINDOW")]
     pub(crate) reference_window: Option<usize>,
+    /// Events per request of the batch phase (`gateway_batch`).
+    #[arg(long, env = "ACKGATE_BENCH_BATCH_EVENTS", default_value_t = 100)]
+    pub(crate) batch_events: usize,
+    /// Events outstanding in the batch phase: connections = this ÷ events per batch, rounded,
+    /// each with one batch in flight. A raw producer phase at this window runs as its reference.
+    #[arg(long, env = "ACKGATE_BENCH_BATCH_WINDOW", default_value_t = 1024)]
+    pub(crate) batch_window: usize,
+    /// Skip the batch phase (a gateway build without `events:batch`); the memory phase then
+    /// sends one event per request.
+    #[arg(long)]
+    pub(crate) no_batch: bool,
+    /// Events the memory phase (`redis_memory`) publishes to a Redis of its own (0: no memory
+    /// phase).
+    #[arg(long, env = "ACKGATE_BENCH_MEMORY_RECORDS", default_value_t = 100_000)]
+    pub(crate) memory_records: u64,
+    /// The `redis-server` binary the memory phase starts.
+    #[arg(
+        long,
+        env = "ACKGATE_BENCH_REDIS_SERVER",
+        default_value = "redis-server"
+    )]
+    pub(crate) redis_server: PathBuf,
+    /// An older gateway binary measured in the same run for a before / after comparison: its
+    /// own `gateway_unique_baseline` phase at every window, and a memory phase (one event per
+    /// request: it need not have the batch endpoint).
+    #[arg(long, env = "ACKGATE_BENCH_BASELINE_BIN")]
+    pub(crate) baseline_bin: Option<PathBuf>,
     /// Skip the fixed-rate (half of max throughput) comparison.
     #[arg(long)]
     pub(crate) no_fixed_rate: bool,

@@ -15,6 +15,13 @@
 //! - `gateway_unique`: W keep-alive HTTP/1.1 connections post unique events with unique keys to
 //!   a fresh `ackgate serve` process; latency is request → whole response.
 //! - `gateway_dup10`: the same, with one request in ten a retry of an answered event (replayed).
+//! - `gateway_unique_baseline` (with `--baseline-bin`): `gateway_unique` on an older build.
+//!
+//! Then `gateway_batch`: a few connections each with one batch of unique events in flight at
+//! `events:batch`, about `--batch-window` events outstanding, beside a raw producer phase at
+//! that window; and `redis_memory`: a Redis of the bench's own, `--memory-records` events
+//! through one gateway, `used_memory` before and after: bytes per settled record (also for the
+//! baseline build).
 //!
 //! Then, at half the gateway's best throughput, `gateway_fixed` and `raw_producer_fixed` at the
 //! same open-loop rate (latency from the intended send time); then `overload`: one gateway with
@@ -56,7 +63,7 @@ use crate::phases::Run;
 use crate::processes::procfs::Probes;
 use crate::report::markdown::{markdown, soak_markdown};
 use crate::report::perf::perf_text;
-use crate::report::summary::{broken, summarize};
+use crate::report::summary::{broken, summarize, summary_lines};
 use crate::report::svg::svg;
 use crate::report::{append_line, command_output, file_stem, run_info};
 
@@ -103,6 +110,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             args.gateway_bin.display()
         );
     }
+    if let Some(baseline) = &args.baseline_bin
+        && !baseline.exists()
+    {
+        bail!("the baseline build {} does not exist", baseline.display());
+    }
+    if args.batch_events == 0 || args.batch_window == 0 {
+        bail!("--batch-events and --batch-window must be positive");
+    }
     std::fs::create_dir_all(&args.out_dir)?;
     std::fs::create_dir_all(&args.work_dir)?;
     let run_id = ulid::Ulid::new().to_string().to_lowercase()[16..].to_owned();
@@ -144,9 +159,31 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             run.raw_redis(window).await?;
         }
         run.gateway(window, Pace::Closed, 0, false).await?;
+        if let Some(baseline) = &args.baseline_bin {
+            run.gateway_baseline(window, baseline).await?;
+        }
         if args.duplicate_percent > 0 {
             run.gateway(window, Pace::Closed, args.duplicate_percent, false)
                 .await?;
+        }
+    }
+    if !args.no_batch {
+        // The batch phase's reference, if the windows did not include it.
+        let measured =
+            |r: &results::PhaseResult| r.phase == "raw_producer" && r.window == args.batch_window;
+        if !args.gateway_only && !run.results.iter().any(measured) {
+            run.raw_producer(args.batch_window, Pace::Closed).await?;
+        }
+        run.gateway_batch(args.batch_window).await?;
+    }
+    let mut memory = Vec::new();
+    if args.memory_records > 0 {
+        let current = run
+            .redis_memory("current", &args.gateway_bin, !args.no_batch)
+            .await?;
+        memory.push(current);
+        if let Some(baseline) = &args.baseline_bin {
+            memory.push(run.redis_memory("baseline", baseline, false).await?);
         }
     }
     let gateway_max = run
@@ -185,6 +222,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         &run_id,
         &args,
         &run.results,
+        &memory,
         reference,
         gateway_max,
         info.nproc,
@@ -193,7 +231,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     // One .jsonl and one .md per day and commit, each run appended; one plot per run.
     let svg_name = format!("{stem}-{run_id}.svg");
     std::fs::write(args.out_dir.join(&svg_name), svg(&run.results))?;
-    let mut md = markdown(&info, &run.results, &summary, overload.as_ref(), &svg_name);
+    let mut md = markdown(
+        &info,
+        &run.results,
+        &memory,
+        &summary,
+        overload.as_ref(),
+        &svg_name,
+    );
     if let Some(soak) = &soak {
         soak_markdown(&mut md, soak);
     }
@@ -210,7 +255,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.out_dir.join(format!("{stem}.jsonl")).display()
     );
 
-    let problems = broken(&run.results, overload.as_ref());
+    for line in summary_lines(&summary) {
+        println!("{line}");
+    }
+    let problems = broken(&run.results, &memory, overload.as_ref());
     for problem in &problems {
         eprintln!("BROKEN: {problem}");
     }

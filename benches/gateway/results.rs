@@ -31,6 +31,16 @@ fn latency(h: &Histogram<u64>) -> Option<Latency> {
     })
 }
 
+/// CPU of each process per successful event of a phase, microseconds (from `/proc`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct CpuPerEvent {
+    pub(crate) gateway: Option<f64>,
+    pub(crate) redis: Option<f64>,
+    pub(crate) broker: Option<f64>,
+    /// The bench's own process: the load generator (in raw phases, the raw client).
+    pub(crate) generator: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct PhaseResult {
     pub(crate) kind: &'static str,
@@ -40,6 +50,9 @@ pub(crate) struct PhaseResult {
     /// Open-loop rate asked for, events/s (fixed-rate and overload phases).
     pub(crate) target_rate_eps: Option<f64>,
     pub(crate) event_bytes: usize,
+    /// Events per request (`gateway_batch`; the window counts events, not requests). Latency
+    /// is then that of the whole batch request.
+    pub(crate) batch_events: Option<usize>,
     pub(crate) duration_s: f64,
     /// Successful events in the measured window (201s, replays, acks, settled keys).
     pub(crate) events: u64,
@@ -69,6 +82,7 @@ pub(crate) struct PhaseResult {
     pub(crate) redis_cpu_pct: Option<f64>,
     /// Busy share of all the machine's cores (everything on it, not only the bench), percent.
     pub(crate) machine_busy_pct: Option<f64>,
+    pub(crate) cpu_us_per_event: CpuPerEvent,
     /// Extra phase run under `perf record`: perturbed, left out of ratios and targets.
     pub(crate) profiled: bool,
 }
@@ -106,6 +120,7 @@ pub(crate) struct PhaseMeta<'a> {
     pub(crate) window: usize,
     pub(crate) target_rate: Option<f64>,
     pub(crate) event_bytes: usize,
+    pub(crate) batch_events: Option<usize>,
     pub(crate) gateway: Option<&'a Gateway>,
 }
 
@@ -119,6 +134,9 @@ pub(crate) fn phase_result(meta: PhaseMeta<'_>, m: &Measured) -> PhaseResult {
         Some(_) => ("gateway", gateway_cpu.unwrap_or(0.0), Some(this_cpu)),
         None => ("bench", this_cpu, None),
     };
+    let broker_cpu = delta(m.before.broker, m.after.broker);
+    let redis_cpu = delta(m.before.redis, m.after.redis);
+    let per_event = |cpu: Option<f64>| cpu.filter(|_| events > 0).map(|c| c / events as f64 * 1e6);
     PhaseResult {
         kind: "phase",
         run_id: meta.run_id.to_owned(),
@@ -126,6 +144,7 @@ pub(crate) fn phase_result(meta: PhaseMeta<'_>, m: &Measured) -> PhaseResult {
         window: meta.window,
         target_rate_eps: meta.target_rate,
         event_bytes: meta.event_bytes,
+        batch_events: meta.batch_events,
         duration_s: secs,
         events,
         throughput_eps: events as f64 / secs,
@@ -143,11 +162,17 @@ pub(crate) fn phase_result(meta: PhaseMeta<'_>, m: &Measured) -> PhaseResult {
         gateway_peak_rss_mib: meta.gateway.and_then(Gateway::peak_rss_mib),
         generator_cpu_s: generator_cpu,
         generator_cpu_pct: pct(generator_cpu),
-        broker_cpu_pct: pct(delta(m.before.broker, m.after.broker)),
-        redis_cpu_pct: pct(delta(m.before.redis, m.after.redis)),
+        broker_cpu_pct: pct(broker_cpu),
+        redis_cpu_pct: pct(redis_cpu),
         machine_busy_pct: match (m.before.machine, m.after.machine) {
             (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some(100.0 * (b1 - b0) / (t1 - t0)),
             _ => None,
+        },
+        cpu_us_per_event: CpuPerEvent {
+            gateway: per_event(meta.gateway.and(gateway_cpu)),
+            redis: per_event(redis_cpu),
+            broker: per_event(broker_cpu),
+            generator: per_event(Some(this_cpu)),
         },
         profiled: false,
     }

@@ -19,7 +19,7 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// How an answer is counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Outcome {
     /// 201 (or a broker acknowledgement / a settled key in the raw phases).
     Ok,
@@ -55,18 +55,26 @@ impl Tally {
     }
 
     pub(crate) fn record(&mut self, outcome: Outcome, answer: &str, latency: Duration) {
+        self.record_n(outcome, answer, latency, 1);
+    }
+
+    /// `n` events answered alike after `latency` (the events of one batch request).
+    pub(crate) fn record_n(&mut self, outcome: Outcome, answer: &str, latency: Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
         let us = micros(latency);
         match outcome {
-            Outcome::Ok => self.ok.saturating_record(us),
-            Outcome::Replayed => self.replayed.saturating_record(us),
-            Outcome::Shed => self.shed.saturating_record(us),
+            Outcome::Ok => self.ok.saturating_record_n(us, n),
+            Outcome::Replayed => self.replayed.saturating_record_n(us, n),
+            Outcome::Shed => self.shed.saturating_record_n(us, n),
             Outcome::Other => {}
         }
         // Counted without allocating: the map has a handful of kinds.
         match self.answers.get_mut(answer) {
-            Some(count) => *count += 1,
+            Some(count) => *count += n,
             None => {
-                self.answers.insert(answer.to_owned(), 1);
+                self.answers.insert(answer.to_owned(), n);
             }
         }
     }

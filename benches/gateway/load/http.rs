@@ -1,19 +1,16 @@
-//! The HTTP load on the gateway: keep-alive HTTP/1.1 connections spoken by hand (one reused
-//! buffer per connection, a single `write` per request, `httparse` for the answer), each
-//! posting unique events or, in the duplicate mix, retries of answered ones.
+//! The single-event HTTP load on the gateway: keep-alive HTTP/1.1 connections spoken by hand
+//! ([`Conn`]), each posting unique events or, in the duplicate mix, retries of answered ones.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
+use crate::load::conn::{Answer, Conn};
 use crate::load::pacing::{Pace, Tickets, Window};
 use crate::load::{Events, REQUEST_TIMEOUT, is_duplicate};
 use crate::tally::{Outcome, Tally, Timeline, lock, take_tally};
@@ -48,116 +45,6 @@ impl HttpLoad {
             tickets: Tickets::new(pace, window),
             timeline: None,
         }
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection to the gateway, spoken by hand.
-///
-/// The generator shares the machine's cores with everything it measures, so every microsecond
-/// it spends per request is one the gateway cannot: requests are written from one reused
-/// buffer in a single `write`, and answers are read into another and parsed with `httparse`
-/// (only the status and the headers the bench classifies by are looked at).
-struct Conn {
-    stream: TcpStream,
-    /// The request being sent: head and body.
-    out: Vec<u8>,
-    /// Bytes read and not yet consumed.
-    input: Vec<u8>,
-}
-
-/// What the bench needs of an answer.
-struct Answer {
-    status: u16,
-    replayed: bool,
-    retry_after: bool,
-    /// The server said `Connection: close`.
-    close: bool,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            out: Vec::with_capacity(4096),
-            input: Vec::with_capacity(4096),
-        })
-    }
-
-    /// Posts `body` to `path` with the idempotency key; reads the whole answer.
-    async fn post(
-        &mut self,
-        host: &str,
-        path: &str,
-        key: &str,
-        body: &[u8],
-    ) -> std::io::Result<Answer> {
-        self.out.clear();
-        write!(
-            self.out,
-            "POST {path} HTTP/1.1\r\nhost: {host}\r\nidempotency-key: {key}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )?;
-        self.out.extend_from_slice(body);
-        self.stream.write_all(&self.out).await?;
-        self.read_answer().await
-    }
-
-    async fn read_answer(&mut self) -> std::io::Result<Answer> {
-        let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-        self.input.clear();
-        loop {
-            let (answer, head_len, body_len) = {
-                let mut headers = [httparse::EMPTY_HEADER; 32];
-                let mut response = httparse::Response::new(&mut headers);
-                match response.parse(&self.input) {
-                    Ok(httparse::Status::Complete(head_len)) => {
-                        let mut answer = Answer {
-                            status: response.code.unwrap_or_default(),
-                            replayed: false,
-                            retry_after: false,
-                            close: false,
-                        };
-                        let mut body_len = 0usize;
-                        for header in response.headers.iter() {
-                            let name = header.name;
-                            if name.eq_ignore_ascii_case("content-length") {
-                                body_len = std::str::from_utf8(header.value)
-                                    .ok()
-                                    .and_then(|v| v.trim().parse().ok())
-                                    .ok_or_else(|| invalid("bad content-length"))?;
-                            } else if name.eq_ignore_ascii_case("idempotent-replayed") {
-                                answer.replayed = header.value == b"true";
-                            } else if name.eq_ignore_ascii_case("retry-after") {
-                                answer.retry_after = true;
-                            } else if name.eq_ignore_ascii_case("connection") {
-                                answer.close = header.value.eq_ignore_ascii_case(b"close");
-                            }
-                        }
-                        (answer, head_len, body_len)
-                    }
-                    Ok(httparse::Status::Partial) => {
-                        self.fill().await?;
-                        continue;
-                    }
-                    Err(_) => return Err(invalid("malformed response head")),
-                }
-            };
-            while self.input.len() < head_len + body_len {
-                self.fill().await?;
-            }
-            return Ok(answer);
-        }
-    }
-
-    async fn fill(&mut self) -> std::io::Result<()> {
-        self.input.reserve(4096);
-        if self.stream.read_buf(&mut self.input).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(())
     }
 }
 
@@ -237,7 +124,7 @@ async fn http_worker(
             continue;
         };
         let sent = Instant::now();
-        let exchange = open.post(&host, &path, &key, &body);
+        let exchange = open.post(&host, &path, Some(&key), &body);
         let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await;
         let done = Instant::now();
         let origin = load.tickets.origin(at, sent);
@@ -267,7 +154,7 @@ async fn http_worker(
     }
 }
 
-fn error_kind(error: &std::io::Error) -> Cow<'static, str> {
+pub(crate) fn error_kind(error: &std::io::Error) -> Cow<'static, str> {
     use std::io::ErrorKind;
     Cow::Borrowed(match error.kind() {
         ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {

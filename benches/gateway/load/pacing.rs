@@ -64,6 +64,9 @@ pub(crate) struct Tickets {
     pub(crate) pace: Pace,
     pub(crate) window: Window,
     next: AtomicU64,
+    /// At most this many tickets in all (a load of a fixed size), if set.
+    limit: Option<u64>,
+    taken: AtomicU64,
 }
 
 impl Tickets {
@@ -72,11 +75,26 @@ impl Tickets {
             pace,
             window,
             next: AtomicU64::new(0),
+            limit: None,
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    /// `limit` tickets closed-loop, as fast as they are answered (within `window`).
+    pub(crate) fn counted(limit: u64, window: Window) -> Self {
+        Tickets {
+            limit: Some(limit),
+            ..Tickets::new(Pace::Closed, window)
         }
     }
 
     /// The next event's intended send time, or `None` once the phase is over.
     pub(crate) fn take(&self) -> Option<Instant> {
+        if let Some(limit) = self.limit
+            && self.taken.fetch_add(1, Ordering::Relaxed) >= limit
+        {
+            return None;
+        }
         let at = match self.pace {
             Pace::Closed => Instant::now(),
             Pace::Rate(rate) | Pace::Overload(rate) => {

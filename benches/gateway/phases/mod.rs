@@ -1,8 +1,11 @@
 //! The phases of a run and what they share ([`Run`]): a fresh topic and Redis prefix per phase,
 //! clean-up after it, and the results written as they come. The phases themselves:
 //! [`throughput`] (raw producer, raw Redis, the gateway closed-loop or at a fixed rate),
+//! [`batch`] (the gateway's batch endpoint), [`memory`] (Redis memory per record),
 //! [`overload`] and [`soak`].
 
+pub(crate) mod batch;
+pub(crate) mod memory;
 pub(crate) mod overload;
 pub(crate) mod soak;
 pub(crate) mod throughput;
@@ -57,6 +60,15 @@ impl Run {
         Events {
             run: run.to_owned(),
             bytes: self.args.event_bytes,
+            uuid_keys: false,
+        }
+    }
+
+    /// The unique events of a load, their keys shaped like UUIDs (as clients send them).
+    fn uuid_events(&self, run: &str) -> Events {
+        Events {
+            uuid_keys: true,
+            ..self.events(run)
         }
     }
 
@@ -97,6 +109,7 @@ impl Run {
                 window,
                 target_rate: pace.target_rate(),
                 event_bytes: self.args.event_bytes,
+                batch_events: None,
                 gateway,
             },
             measured,
@@ -110,9 +123,20 @@ impl Run {
         suffix: &str,
         extra: &[String],
     ) -> anyhow::Result<(String, String, Gateway)> {
+        let args = self.args.clone();
+        self.start_gateway_with(&args, suffix, extra).await
+    }
+
+    /// [`Run::start_gateway`] with other settings (e.g. the baseline build's binary).
+    async fn start_gateway_with(
+        &mut self,
+        args: &Args,
+        suffix: &str,
+        extra: &[String],
+    ) -> anyhow::Result<(String, String, Gateway)> {
         let (topic, prefix) = self.fresh_names().await?;
         let name = format!("{topic}-{suffix}");
-        let gateway = Gateway::start(&self.args, &prefix, &name, extra).await?;
+        let gateway = Gateway::start(args, &prefix, &name, extra).await?;
         Ok((topic, prefix, gateway))
     }
 

@@ -1,15 +1,17 @@
 //! The throughput phases, for every window: the raw producer and raw Redis (the gateway's
-//! physical limits), the gateway closed-loop with unique events and with the duplicate mix,
+//! physical limits), the gateway closed-loop with unique events and with the duplicate mix
+//! (and with unique events on a baseline build, with `--baseline-bin`),
 //! the gateway and the raw producer at one fixed open-loop rate, and the gateway under
 //! `perf record` (`--perf`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context as _;
 
 use crate::backends::redis_connection;
+use crate::cli::Args;
 use crate::load::http::HttpLoad;
 use crate::load::pacing::{Pace, Window};
 use crate::load::raw_producer::{RawProducerLoad, run_raw_producer};
@@ -75,7 +77,38 @@ impl Run {
             (_, 0) => "gateway_unique".to_owned(),
             (_, p) => format!("gateway_dup{p}"),
         };
-        let (topic, prefix, gateway) = self.start_gateway(&phase, &[]).await?;
+        let args = self.args.clone();
+        self.gateway_phase(&args, &phase, window_size, pace, duplicate_percent, perf)
+            .await
+    }
+
+    /// `gateway_unique_baseline`: `gateway_unique` on the baseline build `bin`, for a before /
+    /// after comparison within one run.
+    pub(crate) async fn gateway_baseline(
+        &mut self,
+        window_size: usize,
+        bin: &Path,
+    ) -> anyhow::Result<()> {
+        let args = Args {
+            gateway_bin: bin.to_owned(),
+            ..self.args.clone()
+        };
+        let phase = "gateway_unique_baseline";
+        self.gateway_phase(&args, phase, window_size, Pace::Closed, 0, false)
+            .await
+    }
+
+    /// A gateway phase on the gateway `args` name.
+    async fn gateway_phase(
+        &mut self,
+        args: &Args,
+        phase: &str,
+        window_size: usize,
+        pace: Pace,
+        duplicate_percent: u32,
+        perf: bool,
+    ) -> anyhow::Result<()> {
+        let (topic, prefix, gateway) = self.start_gateway_with(args, phase, &[]).await?;
         let window = self.window();
         let events = self.events(&topic);
         let load = HttpLoad {
@@ -87,11 +120,11 @@ impl Run {
         } else {
             None
         };
-        let mut result = self.measure_http(&phase, &gateway, load).await?;
+        let mut result = self.measure_http(phase, &gateway, load).await?;
         result.profiled = perf;
         // perf first: it must see the gateway exit only after it has written its data.
         if let Some(profiler) = profiler {
-            self.finish_perf(profiler, &phase, window_size)?;
+            self.finish_perf(profiler, phase, window_size)?;
         }
         self.stop_gateway(gateway, &topic, &prefix).await?;
         self.push(result)

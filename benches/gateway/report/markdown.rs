@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::phases::memory::MemorySummary;
 use crate::phases::overload::OverloadSummary;
 use crate::phases::soak::SoakSummary;
 use crate::report::summary::Summary;
@@ -12,6 +13,7 @@ use crate::results::PhaseResult;
 pub(crate) fn markdown(
     info: &RunInfo,
     results: &[PhaseResult],
+    memory: &[MemorySummary],
     summary: &Summary,
     overload: Option<&OverloadSummary>,
     svg_name: &str,
@@ -61,13 +63,30 @@ pub(crate) fn markdown(
             &info.gateway_args
         }
     );
+    let _ = writeln!(
+        md,
+        "- batch phase: {}; memory phase: {}; baseline build: {}",
+        match (info.batch_events, info.batch_window) {
+            (Some(events), Some(window)) =>
+                format!("{events} events per request, ~{window} events outstanding"),
+            _ => "none".to_owned(),
+        },
+        match info.memory_records {
+            0 => "none".to_owned(),
+            n => format!("{n} records"),
+        },
+        info.baseline.as_deref().unwrap_or("none"),
+    );
     let _ = writeln!(md, "- started {}\n", info.started_at);
     md.push_str(
         "CPU/10k is CPU-seconds per 10 000 successful events of the measured process: the gateway \
          for gateway phases, the bench's own client for raw phases. CPU % is of one core; machine busy % is of all cores, \
          everything on the machine included. \
          Latency is request → whole response (gateway), send → delivery report (raw producer), \
-         claim + settle (raw Redis); fixed-rate phases count from the intended send time.\n\n",
+         claim + settle (raw Redis); fixed-rate phases count from the intended send time. \
+         `gateway_batch`: the window is events outstanding (connections × events per batch), \
+         latency is that of the whole batch request; `gateway_unique_baseline` is \
+         `gateway_unique` on the baseline build.\n\n",
     );
     md.push_str(
         "| phase | window | rate asked | throughput ev/s | p50 ms | p99 ms | p99.9 ms | CPU/10k s | \
@@ -105,19 +124,22 @@ pub(crate) fn markdown(
             }
         );
     }
+    cpu_per_event(&mut md, results);
+    memory_markdown(&mut md, memory);
     md.push_str("\n## Ratios (within this run)\n\n");
     md.push_str(
-        "| window | gateway / raw producer | gateway / raw Redis | dup mix / unique | \
-         gateway p99 / raw producer p99 | gateway CPU µs/event | generator + Redis + broker CPU \
-         µs/event | ceiling if the gateway cost nothing, ev/s |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| window | gateway / raw producer | baseline / raw producer | gateway / raw Redis | \
+         dup mix / unique | gateway p99 / raw producer p99 | gateway CPU µs/event | generator + \
+         Redis + broker CPU µs/event | ceiling if the gateway cost nothing, ev/s |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in &summary.ratios {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.window,
             fmt_opt(r.gateway_over_raw_producer, 2),
+            fmt_opt(r.baseline_over_raw_producer, 2),
             fmt_opt(r.gateway_over_raw_redis, 2),
             fmt_opt(r.dup_over_unique, 2),
             fmt_opt(r.gateway_p99_over_raw_producer_p99, 2),
@@ -224,10 +246,73 @@ pub(crate) fn markdown(
     let _ = writeln!(
         md,
         "\n![latency vs throughput]({svg_name})\n\nRaw data: `{}.jsonl` (one JSON object per \
-         line: `run`, `phase`, `overload`, `summary`).",
+         line: `run`, `phase`, `redis_memory`, `overload`, `summary`).",
         file_stem()
     );
     md
+}
+
+/// Every phase's CPU per successful event, by process.
+fn cpu_per_event(md: &mut String, results: &[PhaseResult]) {
+    md.push_str(
+        "\n## CPU per event\n\nMicroseconds of CPU per successful event, from `/proc/<pid>/stat` \
+         over the measured window: the gateway, Redis, the broker, and the bench's own process \
+         (the load generator; in raw phases, the raw client itself).\n\n\
+         | phase | window | ev/s | gateway µs | Redis µs | broker µs | generator µs | total µs |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in results {
+        let c = r.cpu_us_per_event;
+        let parts = [c.gateway, c.redis, c.broker, c.generator];
+        let total = parts.iter().flatten().sum::<f64>();
+        let _ = writeln!(
+            md,
+            "| {}{} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            r.phase,
+            if r.profiled { " (under perf)" } else { "" },
+            r.window,
+            r.throughput_eps,
+            fmt_opt(c.gateway, 1),
+            fmt_opt(c.redis, 1),
+            fmt_opt(c.broker, 1),
+            fmt_opt(c.generator, 1),
+            fmt_opt((r.events > 0).then_some(total), 1),
+        );
+    }
+}
+
+/// The memory phases: Redis bytes per settled record.
+fn memory_markdown(md: &mut String, memory: &[MemorySummary]) {
+    if memory.is_empty() {
+        return;
+    }
+    md.push_str(
+        "\n## Redis memory per settled record\n\nA `redis-server` of the bench's own (`--save '' \
+         --appendonly no`, defaults otherwise), one gateway on it (default key prefix, principal \
+         `anonymous`, the bench's topic name), unique events with keys shaped like UUIDs; \
+         `used_memory` before the gateway starts and after it stopped.\n\n\
+         | build | sent as | records settled | DBSIZE | used_memory before → after B | bytes per \
+         record | sample key | its MEMORY USAGE B | other answers |\n\
+         |---|---|---:|---:|---|---:|---|---:|---:|\n",
+    );
+    for m in memory {
+        let _ = writeln!(
+            md,
+            "| {} ({}) | {} | {} | {} | {} → {} | {} | `{}` | {} | {} |",
+            m.build,
+            m.ackgate_version,
+            m.endpoint,
+            m.settled,
+            m.dbsize,
+            m.used_memory_before,
+            m.used_memory_after,
+            fmt_opt(m.bytes_per_record, 0),
+            m.sample_key.as_deref().unwrap_or("–"),
+            m.sample_key_memory_usage
+                .map_or_else(|| "–".to_owned(), |u| u.to_string()),
+            m.failures,
+        );
+    }
 }
 
 pub(crate) fn soak_markdown(md: &mut String, s: &SoakSummary) {

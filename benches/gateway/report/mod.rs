@@ -34,7 +34,7 @@ pub(crate) fn fmt_opt(value: Option<f64>, digits: usize) -> String {
 
 pub(crate) fn summary_line(r: &PhaseResult) -> String {
     format!(
-        "{:<20} w={:<5} {:>9.0} ev/s  p50 {:>7} ms  p99 {:>7} ms  p99.9 {:>7} ms  cpu/10k {:>6} s  \
+        "{:<23} w={:<5} {:>9.0} ev/s  p50 {:>7} ms  p99 {:>7} ms  p99.9 {:>7} ms  cpu/10k {:>6} s  \
          rss {:>6} MiB  failures {}",
         r.phase,
         r.window,
@@ -72,6 +72,13 @@ pub(crate) struct RunInfo {
     pub(crate) partitions: i32,
     pub(crate) duplicate_percent: u32,
     pub(crate) gateway_args: String,
+    /// Events per batch and events outstanding of the batch phase (none: no batch phase).
+    pub(crate) batch_events: Option<usize>,
+    pub(crate) batch_window: Option<usize>,
+    /// Events of the memory phase (0: none).
+    pub(crate) memory_records: u64,
+    /// `--version` of the baseline build (`--baseline-bin`), if one runs.
+    pub(crate) baseline: Option<String>,
     pub(crate) load_average: String,
 }
 
@@ -141,6 +148,17 @@ pub(crate) fn run_info(args: &Args, run_id: &str, redis_version: &str) -> RunInf
         partitions: args.partitions,
         duplicate_percent: args.duplicate_percent,
         gateway_args: args.gateway_args.clone(),
+        batch_events: (!args.no_batch).then_some(args.batch_events),
+        batch_window: (!args.no_batch).then_some(args.batch_window),
+        memory_records: args.memory_records,
+        baseline: args.baseline_bin.as_ref().map(|bin| {
+            let version = command_output(&bin.to_string_lossy(), &["--version"]);
+            format!(
+                "{} ({})",
+                version.unwrap_or_else(|| "unknown".into()),
+                bin.display()
+            )
+        }),
         load_average: std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()

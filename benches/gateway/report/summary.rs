@@ -4,12 +4,25 @@
 use serde::Serialize;
 
 use crate::cli::Args;
+use crate::phases::batch::batch_connections;
+use crate::phases::memory::MemorySummary;
 use crate::phases::overload::OverloadSummary;
 use crate::report::fmt_opt;
 use crate::results::PhaseResult;
 
 /// Answers other than the expected ones tolerated before the bench counts as broken.
 const TOLERATED_FAILURE_RATIO: f64 = 0.005;
+
+/// The window of the single-event target below.
+const UNIQUE_TARGET_WINDOW: usize = 256;
+/// gateway_unique ÷ raw producer at [`UNIQUE_TARGET_WINDOW`].
+const UNIQUE_TARGET_RATIO: f64 = 0.55;
+/// gateway_batch ÷ raw producer at the batch window.
+const BATCH_TARGET_RATIO: f64 = 0.8;
+/// Redis bytes per settled idempotency record.
+const MEMORY_TARGET_BYTES: f64 = 250.0;
+/// Settled records from which the memory target applies.
+const MEMORY_TARGET_RECORDS: u64 = 100_000;
 
 fn find<'a>(results: &'a [PhaseResult], phase: &str, window: usize) -> Option<&'a PhaseResult> {
     results
@@ -21,6 +34,8 @@ fn find<'a>(results: &'a [PhaseResult], phase: &str, window: usize) -> Option<&'
 pub(crate) struct Ratio {
     pub(crate) window: usize,
     pub(crate) gateway_over_raw_producer: Option<f64>,
+    /// gateway_unique_baseline (`--baseline-bin`) ÷ raw producer.
+    pub(crate) baseline_over_raw_producer: Option<f64>,
     pub(crate) gateway_over_raw_redis: Option<f64>,
     pub(crate) dup_over_unique: Option<f64>,
     pub(crate) gateway_p99_over_raw_producer_p99: Option<f64>,
@@ -47,6 +62,14 @@ pub(crate) struct Summary {
     pub(crate) run_id: String,
     pub(crate) gateway_max_eps: f64,
     pub(crate) ratios: Vec<Ratio>,
+    /// gateway_batch events/s ÷ raw producer events/s at the batch window.
+    pub(crate) batch_over_raw_producer: Option<f64>,
+    /// gateway_unique ÷ raw producer at window 256, of this build and of the baseline build.
+    pub(crate) unique_over_raw_producer_256: Option<f64>,
+    pub(crate) baseline_unique_over_raw_producer_256: Option<f64>,
+    /// Redis bytes per settled record (memory phase), of this build and of the baseline build.
+    pub(crate) redis_bytes_per_record: Option<f64>,
+    pub(crate) baseline_redis_bytes_per_record: Option<f64>,
     pub(crate) targets: Vec<Target>,
 }
 
@@ -69,6 +92,7 @@ pub(crate) fn summarize(
     run_id: &str,
     args: &Args,
     results: &[PhaseResult],
+    memory: &[MemorySummary],
     reference: usize,
     gateway_max: f64,
     nproc: usize,
@@ -89,6 +113,10 @@ pub(crate) fn summarize(
                 window: w,
                 gateway_over_raw_producer: ratio(
                     gw.map(|r| r.throughput_eps),
+                    producer.map(|r| r.throughput_eps),
+                ),
+                baseline_over_raw_producer: ratio(
+                    find(results, "gateway_unique_baseline", w).map(|r| r.throughput_eps),
                     producer.map(|r| r.throughput_eps),
                 ),
                 gateway_over_raw_redis: ratio(
@@ -200,18 +228,141 @@ pub(crate) fn summarize(
             .join(", "),
         met: falls,
     });
+    // 5. The batch endpoint against the raw producer at the same number of events outstanding.
+    let batch = results
+        .iter()
+        .find(|r| r.phase == "gateway_batch" && !r.profiled);
+    let batch_producer = find(results, "raw_producer", args.batch_window);
+    let batch_ratio = ratio(
+        batch.map(|r| r.throughput_eps),
+        batch_producer.map(|r| r.throughput_eps),
+    );
+    targets.push(Target {
+        target: format!(
+            "gateway_batch ≥ {BATCH_TARGET_RATIO} × raw producer (window {}; batches of {}, {} \
+             connections)",
+            args.batch_window,
+            args.batch_events,
+            batch_connections(args.batch_window, args.batch_events),
+        ),
+        measured: format!(
+            "{} / {} ev/s = {}×",
+            fmt_opt(batch.map(|r| r.throughput_eps), 0),
+            fmt_opt(batch_producer.map(|r| r.throughput_eps), 0),
+            fmt_opt(batch_ratio, 2)
+        ),
+        met: batch_ratio.map(|r| r >= BATCH_TARGET_RATIO),
+    });
+    // 6. Single events at window 256, this build and the baseline build.
+    let w = UNIQUE_TARGET_WINDOW;
+    let producer = find(results, "raw_producer", w);
+    let unique = find(results, "gateway_unique", w);
+    let baseline = find(results, "gateway_unique_baseline", w);
+    let over_producer = |r: Option<&PhaseResult>| {
+        ratio(
+            r.map(|r| r.throughput_eps),
+            producer.map(|r| r.throughput_eps),
+        )
+    };
+    let (unique_ratio, baseline_ratio) = (over_producer(unique), over_producer(baseline));
+    let mut measured = format!(
+        "{} / {} ev/s = {}×",
+        fmt_opt(unique.map(|r| r.throughput_eps), 0),
+        fmt_opt(producer.map(|r| r.throughput_eps), 0),
+        fmt_opt(unique_ratio, 2)
+    );
+    if baseline.is_some() {
+        measured += &format!(
+            "; baseline {} ev/s = {}×",
+            fmt_opt(baseline.map(|r| r.throughput_eps), 0),
+            fmt_opt(baseline_ratio, 2)
+        );
+    }
+    targets.push(Target {
+        target: format!("gateway_unique ≥ {UNIQUE_TARGET_RATIO} × raw producer (window {w})"),
+        measured,
+        met: unique_ratio.map(|r| r >= UNIQUE_TARGET_RATIO),
+    });
+    // 7. Redis memory per settled record.
+    let bytes = |build: &str| {
+        memory
+            .iter()
+            .find(|m| m.build == build)
+            .and_then(|m| m.bytes_per_record)
+    };
+    let (current_bytes, baseline_bytes) = (bytes("current"), bytes("baseline"));
+    let mut measured = memory
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {} B ({} records, {})",
+                m.build,
+                fmt_opt(m.bytes_per_record, 0),
+                m.settled,
+                m.endpoint
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if measured.is_empty() {
+        measured = "not measured".to_owned();
+    }
+    targets.push(Target {
+        target: format!("Redis memory per settled record ≤ {MEMORY_TARGET_BYTES} B"),
+        measured,
+        // Held to it from 100 000 records on: below, Redis's fixed overhead weighs too much.
+        met: memory
+            .iter()
+            .find(|m| m.build == "current" && m.settled >= MEMORY_TARGET_RECORDS)
+            .and_then(|m| m.bytes_per_record)
+            .map(|b| b <= MEMORY_TARGET_BYTES),
+    });
     Summary {
         kind: "summary",
         run_id: run_id.to_owned(),
         gateway_max_eps: gateway_max,
         ratios,
+        batch_over_raw_producer: batch_ratio,
+        unique_over_raw_producer_256: unique_ratio,
+        baseline_unique_over_raw_producer_256: baseline_ratio,
+        redis_bytes_per_record: current_bytes,
+        baseline_redis_bytes_per_record: baseline_bytes,
         targets,
     }
 }
 
+/// The run's ratios and targets in one line each, for the terminal.
+pub(crate) fn summary_lines(summary: &Summary) -> Vec<String> {
+    summary
+        .targets
+        .iter()
+        .map(|t| {
+            let met = match t.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "n/a",
+            };
+            format!("summary: {} — {} — {met}", t.target, t.measured)
+        })
+        .collect()
+}
+
 /// What makes the benchmark broken (not slow): errors, no throughput, unexpected answers.
-pub(crate) fn broken(results: &[PhaseResult], overload: Option<&OverloadSummary>) -> Vec<String> {
+pub(crate) fn broken(
+    results: &[PhaseResult],
+    memory: &[MemorySummary],
+    overload: Option<&OverloadSummary>,
+) -> Vec<String> {
     let mut problems = Vec::new();
+    for m in memory {
+        let tolerated = ((m.events_sent as f64) * TOLERATED_FAILURE_RATIO).ceil() as u64;
+        if m.settled == 0 || m.failures > tolerated.max(1) {
+            problems.push(format!(
+                "redis_memory ({}): {} settled, {} unexpected answers: {:?}",
+                m.build, m.settled, m.failures, m.answers
+            ));
+        }
+    }
     for r in results {
         let answered: u64 = r.answers.values().sum();
         if r.events == 0 {

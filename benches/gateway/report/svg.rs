@@ -8,7 +8,7 @@ use crate::results::PhaseResult;
 
 /// Latency (p99 filled, p50 hollow; log scale) against throughput, one series per phase kind.
 pub(crate) fn svg(results: &[PhaseResult]) -> String {
-    let series: [(&str, &str, &[&str]); 4] = [
+    let series: [(&str, &str, &[&str]); 6] = [
         (
             "raw producer",
             "#1f77b4",
@@ -21,6 +21,12 @@ pub(crate) fn svg(results: &[PhaseResult]) -> String {
             &["gateway_unique", "gateway_fixed"],
         ),
         ("gateway, 10 % retries", "#ff7f0e", &["gateway_dup10"]),
+        ("gateway, batches", "#9467bd", &["gateway_batch"]),
+        (
+            "baseline build, unique",
+            "#7f7f7f",
+            &["gateway_unique_baseline"],
+        ),
     ];
     let points: Vec<(usize, f64, f64, f64, String)> = results
         .iter()
