@@ -256,6 +256,20 @@ impl IdempotencyStore for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(StoreError::Unavailable)?;
+        // The claim script's `SET … NX GET` needs Redis 7.0: an older one would refuse every
+        // claim, so it is refused here, by name, rather than as a store that does not answer.
+        let server: Result<String, _> = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await;
+        if let Some(version) = server.ok().as_deref().and_then(redis_version)
+            && version < (7, 0)
+        {
+            return Err(StoreError::Protocol(format!(
+                "Redis {}.{} is too old: ackgate needs Redis 7.0 or later",
+                version.0, version.1
+            )));
+        }
         let mut health = StoreHealth::default();
         // Managed Redis services often disable CONFIG; then the policy is unknown, not wrong.
         let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
@@ -280,6 +294,15 @@ impl IdempotencyStore for RedisStore {
         health.warnings.extend(on_disk.warning());
         Ok(health)
     }
+}
+
+/// `(major, minor)` of `redis_version` in an `INFO server` answer.
+fn redis_version(info: &str) -> Option<(u32, u32)> {
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))?;
+    let mut parts = version.trim().split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 /// One key's reply from the claim script.
@@ -313,5 +336,16 @@ fn parse_claim(reply: &Value) -> Result<Claim, StoreError> {
         }),
         Some("mismatch") => Ok(Claim::Mismatch),
         _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_redis_version_is_read_from_info() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
+        assert_eq!(super::redis_version(info), Some((7, 0)));
+        assert_eq!(super::redis_version("redis_version:6.2.14\n"), Some((6, 2)));
+        assert_eq!(super::redis_version("# Server\n"), None);
     }
 }
