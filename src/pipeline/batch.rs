@@ -19,7 +19,7 @@ use futures::future::join_all;
 use tokio::sync::oneshot;
 
 use super::Pipeline;
-use super::delivery::{Claimed, Keep, NotClaimed};
+use super::delivery::{Claimed, Keep};
 use super::outcome::{Outcome, Receipt, Refusal};
 use super::unfinished::Running;
 use crate::event::{Event, TopicName};
@@ -234,20 +234,5 @@ fn fill(slots: &Slots, place: usize, outcome: Outcome) {
         .get_mut(place)
     {
         *slot = Some(outcome);
-    }
-}
-
-impl NotClaimed {
-    /// The answer to an event whose key was not claimed.
-    pub(super) fn outcome(self) -> Outcome {
-        match self {
-            NotClaimed::Replay(answer) => Outcome::Replayed(answer),
-            NotClaimed::InFlight { accepted: true, .. } => Outcome::Accepted,
-            NotClaimed::InFlight { retry_after, .. } => {
-                Outcome::Refused(Refusal::InFlight { retry_after })
-            }
-            NotClaimed::Mismatch => Outcome::Refused(Refusal::Mismatch),
-            NotClaimed::StoreUnavailable => Outcome::Refused(Refusal::StoreUnavailable),
-        }
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use super::Pipeline;
 use super::classify::Verdict;
-use super::outcome::{Failure, Outcome, Receipt};
+use super::outcome::{Failure, Outcome, Receipt, Refusal};
 use super::unfinished::Running;
 use crate::event::{Event, IdempotencyKey, TopicName};
 use crate::failures::FailureRecord;
@@ -53,6 +53,21 @@ pub(super) enum NotClaimed {
     Mismatch,
     /// The store did not answer: fail closed.
     StoreUnavailable,
+}
+
+impl NotClaimed {
+    /// The answer to an event whose key was not claimed.
+    pub(super) fn outcome(self) -> Outcome {
+        match self {
+            NotClaimed::Replay(answer) => Outcome::Replayed(answer),
+            NotClaimed::InFlight { accepted: true, .. } => Outcome::Accepted,
+            NotClaimed::InFlight { retry_after, .. } => {
+                Outcome::Refused(Refusal::InFlight { retry_after })
+            }
+            NotClaimed::Mismatch => Outcome::Refused(Refusal::Mismatch),
+            NotClaimed::StoreUnavailable => Outcome::Refused(Refusal::StoreUnavailable),
+        }
+    }
 }
 
 /// Where the event of a failed delivery is kept.

@@ -31,13 +31,8 @@ impl Pipeline {
         claimed: &Claimed,
         work: impl Future<Output = T>,
     ) -> T {
-        let mut work = std::pin::pin!(work);
-        tokio::select! {
-            done = &mut work => return done,
-            // The renewals stop only when the key is settled or lost; the work goes on.
-            () = self.renew_lease(claimed) => {}
-        }
-        work.await
+        self.holding_leases(std::slice::from_ref(claimed), work)
+            .await
     }
 
     /// Runs `work` (a batch's deliveries and their settle) while renewing every claimed key's
@@ -55,82 +50,46 @@ impl Pipeline {
         work.await
     }
 
-    /// [`renew_lease`](Self::renew_lease) for many keys: one renewal of each per round, sent
-    /// together.
+    /// Renews each lease every third of it (the keys of a batch together), until the key is
+    /// settled or someone else owns it. A renewal the store did not answer is tried again soon,
+    /// and said once per key until one gets through.
     async fn renew_leases(&self, claimed: &[Claimed]) {
         let every = self.store.lifetimes().lease / 3;
-        let mut holding: Vec<&Claimed> = claimed.iter().collect();
+        // Each key with whether its last renewal failed.
+        let mut holding: Vec<(&Claimed, bool)> = claimed.iter().map(|one| (one, false)).collect();
         let mut wait = every;
         while !holding.is_empty() {
             tokio::time::sleep(wait).await;
-            let renewals = futures::future::join_all(holding.iter().map(|one| {
+            let renewals = futures::future::join_all(holding.iter().map(|(one, _)| {
                 self.store
                     .renew(one.event.scope(), &one.event.idempotency_key, &one.owner)
             }))
             .await;
             wait = every;
             let mut still = Vec::with_capacity(holding.len());
-            for (one, renewal) in holding.into_iter().zip(renewals) {
+            for ((one, failed_before), renewal) in holding.into_iter().zip(renewals) {
                 let outcome = renewal.as_ref().map_or("error", |r| r.label());
                 metrics::counter!("ackgate_lease_renewals_total", "outcome" => outcome)
                     .increment(1);
                 match renewal {
-                    Ok(Renewal::Renewed) => still.push(one),
+                    Ok(Renewal::Renewed) => still.push((one, false)),
                     Ok(Renewal::Settled) => {}
                     Ok(Renewal::Lost) => self.key_lost(one, "renew", None),
                     Err(error) => {
-                        tracing::warn!(
-                            error = &error as &dyn std::error::Error,
-                            topic = %one.event.topic,
-                            idempotency_key = %one.event.idempotency_key,
-                            "could not renew the lease of a pending delivery; trying again"
-                        );
+                        if !failed_before {
+                            tracing::warn!(
+                                error = &error as &dyn std::error::Error,
+                                topic = %one.event.topic,
+                                idempotency_key = %one.event.idempotency_key,
+                                "could not renew the lease of a pending delivery; trying again"
+                            );
+                        }
                         wait = RENEW_RETRY.min(every);
-                        still.push(one);
+                        still.push((one, true));
                     }
                 }
             }
             holding = still;
-        }
-    }
-
-    /// Renews the lease every third of it, until the key is settled or someone else owns it.
-    async fn renew_lease(&self, claimed: &Claimed) {
-        let every = self.store.lifetimes().lease / 3;
-        let mut wait = every;
-        let mut failed_before = false;
-        loop {
-            tokio::time::sleep(wait).await;
-            let renewal = self
-                .store
-                .renew(
-                    claimed.event.scope(),
-                    &claimed.event.idempotency_key,
-                    &claimed.owner,
-                )
-                .await;
-            let outcome = renewal.as_ref().map_or("error", |r| r.label());
-            metrics::counter!("ackgate_lease_renewals_total", "outcome" => outcome).increment(1);
-            match renewal {
-                Ok(Renewal::Renewed) => {
-                    wait = every;
-                    failed_before = false;
-                }
-                Ok(Renewal::Settled) => return,
-                Ok(Renewal::Lost) => return self.key_lost(claimed, "renew", None),
-                Err(error) => {
-                    if !failed_before {
-                        tracing::warn!(
-                            error = &error as &dyn std::error::Error,
-                            topic = %claimed.event.topic,
-                            idempotency_key = %claimed.event.idempotency_key,
-                            "could not renew the lease of a pending delivery; trying again"
-                        );
-                    }
-                    failed_before = true;
-                    wait = RENEW_RETRY.min(every);
-                }
-            }
         }
     }
 
