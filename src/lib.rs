@@ -146,6 +146,7 @@ impl Application {
                         conn.clone(),
                         &settings.redis_key_prefix,
                         lifetimes,
+                        settings.redis_timeout(),
                     )),
                     Arc::new(RedisFailureStore::new(conn, &settings.redis_key_prefix)),
                 )

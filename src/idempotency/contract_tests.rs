@@ -51,7 +51,12 @@ macro_rules! contract {
             #[tokio::test]
             async fn redis() {
                 let scratch = Scratch::new();
-                let store = RedisStore::new(scratch.conn.clone(), &scratch.prefix, $lifetimes);
+                let store = RedisStore::new(
+                    scratch.conn.clone(),
+                    &scratch.prefix,
+                    $lifetimes,
+                    Duration::from_secs(5),
+                );
                 scratch.run(super::$case(&store)).await;
             }
         }

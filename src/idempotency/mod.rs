@@ -185,7 +185,7 @@ pub(crate) enum KeyStatus {
 }
 
 /// The store could not answer; the caller must fail closed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum StoreError {
     #[error("the idempotency store is unreachable")]
     Unavailable(#[source] ::redis::RedisError),

@@ -4,13 +4,19 @@
 //! Keys are `<prefix>:i:<principal>:<topic>:<key>`. (Earlier releases kept hashes under
 //! `<prefix>:idem:`, which this one neither reads nor writes; see the README's upgrade note.)
 
+mod coalesce;
 mod record;
 pub(super) mod scripts;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
+use futures::FutureExt;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
+use self::coalesce::Lane;
 use super::durability::OnDisk;
 use super::{
     Claim, ClaimRequest, Claimant, IdempotencyStore, KeyStatus, Lifetimes, Renewal, SettleRequest,
@@ -21,29 +27,81 @@ use crate::event::{IdempotencyKey, KeyScope};
 pub use self::scripts::{CLAIM, SETTLE};
 
 /// The Redis-backed store, shared by every gateway replica.
+///
+/// Single requests' claims and settles go through a [`Lane`] each, so that the requests in
+/// progress together share script calls; a batch's keys go in one call of their own.
 #[derive(Clone)]
 pub(crate) struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     lifetimes: Lifetimes,
-    claim: Script,
-    settle: Script,
+    claim: Arc<Script>,
+    settle: Arc<Script>,
     accept: Script,
     renew: Script,
     unpin: Script,
+    claims: Lane<KeyClaim, Claim>,
+    settles: Lane<KeySettle, bool>,
+}
+
+/// One key of a claim script call.
+struct KeyClaim {
+    record_key: String,
+    owner: [u8; 8],
+    fingerprint: [u8; 16],
+}
+
+/// One key of a settle script call.
+struct KeySettle {
+    record_key: String,
+    owner: [u8; 8],
+    state: &'static str,
+    rest: Vec<u8>,
 }
 
 impl RedisStore {
-    pub(crate) fn new(conn: ConnectionManager, prefix: &str, lifetimes: Lifetimes) -> Self {
+    /// Needs a Tokio runtime: the lanes' tasks start here. `timeout` is `--redis-timeout-ms`:
+    /// a request that waits for a shared call fails after it, as it would alone.
+    pub(crate) fn new(
+        conn: ConnectionManager,
+        prefix: &str,
+        lifetimes: Lifetimes,
+        timeout: Duration,
+    ) -> Self {
+        let claim = Arc::new(Script::new(scripts::CLAIM));
+        let settle = Arc::new(Script::new(scripts::SETTLE));
+        let claims = {
+            let (conn, script) = (conn.clone(), Arc::clone(&claim));
+            Lane::new(
+                Arc::new(move |keys: Vec<KeyClaim>| {
+                    let (conn, script) = (conn.clone(), Arc::clone(&script));
+                    async move { claim_keys(conn, &script, lifetimes, Claimant::Client, &keys).await }
+                    .boxed()
+                }),
+                timeout,
+            )
+        };
+        let settles = {
+            let (conn, script) = (conn.clone(), Arc::clone(&settle));
+            Lane::new(
+                Arc::new(move |keys: Vec<KeySettle>| {
+                    let (conn, script) = (conn.clone(), Arc::clone(&script));
+                    async move { settle_keys(conn, &script, lifetimes, &keys).await }.boxed()
+                }),
+                timeout,
+            )
+        };
         RedisStore {
             conn,
             prefix: prefix.to_owned(),
             lifetimes,
-            claim: Script::new(scripts::CLAIM),
-            settle: Script::new(scripts::SETTLE),
+            claim,
+            settle,
             accept: Script::new(scripts::ACCEPT),
             renew: Script::new(scripts::RENEW),
             unpin: Script::new(scripts::UNPIN),
+            claims,
+            settles,
         }
     }
 
@@ -71,9 +129,95 @@ impl RedisStore {
         record_key
     }
 
-    fn ms(duration: std::time::Duration) -> u64 {
-        duration.as_millis() as u64
+    fn key_claim(&self, request: &ClaimRequest<'_>) -> KeyClaim {
+        KeyClaim {
+            record_key: self.record_key(request.scope, request.key),
+            owner: record::owner(request.owner),
+            fingerprint: record::fingerprint(request.fingerprint),
+        }
     }
+
+    fn key_settle(&self, request: &SettleRequest<'_>) -> KeySettle {
+        let (state, rest) = record::settled(request.answer);
+        KeySettle {
+            record_key: self.record_key(request.scope, request.key),
+            owner: record::owner(request.owner),
+            state,
+            rest,
+        }
+    }
+}
+
+fn ms(duration: Duration) -> u64 {
+    duration.as_millis() as u64
+}
+
+/// One call of the claim script for `keys`: one answer per key, in order.
+async fn claim_keys(
+    mut conn: ConnectionManager,
+    script: &Script,
+    lifetimes: Lifetimes,
+    claimant: Claimant,
+    keys: &[KeyClaim],
+) -> Result<Vec<Claim>, StoreError> {
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .arg(ms(lifetimes.lease))
+        .arg(ms(lifetimes.ttl))
+        .arg(if claimant == Claimant::Operator {
+            "1"
+        } else {
+            "0"
+        })
+        .arg(ms(lifetimes.grace));
+    for key in keys {
+        invocation
+            .key(&key.record_key)
+            .arg(&key.owner[..])
+            .arg(&key.fingerprint[..]);
+    }
+    let replies: Vec<Value> = invocation
+        .invoke_async(&mut conn)
+        .await
+        .map_err(StoreError::Unavailable)?;
+    if replies.len() != keys.len() {
+        return Err(StoreError::Protocol(format!(
+            "claim script replied {} answers to {} keys",
+            replies.len(),
+            keys.len()
+        )));
+    }
+    replies.iter().map(parse_claim).collect()
+}
+
+/// One call of the settle script for `keys`: one answer per key, in order.
+async fn settle_keys(
+    mut conn: ConnectionManager,
+    script: &Script,
+    lifetimes: Lifetimes,
+    keys: &[KeySettle],
+) -> Result<Vec<bool>, StoreError> {
+    let mut invocation = script.prepare_invoke();
+    invocation.arg(ms(lifetimes.ttl));
+    for key in keys {
+        invocation
+            .key(&key.record_key)
+            .arg(&key.owner[..])
+            .arg(key.state)
+            .arg(&key.rest[..]);
+    }
+    let settled: Vec<i64> = invocation
+        .invoke_async(&mut conn)
+        .await
+        .map_err(StoreError::Unavailable)?;
+    if settled.len() != keys.len() {
+        return Err(StoreError::Protocol(format!(
+            "settle script replied {} answers to {} keys",
+            settled.len(),
+            keys.len()
+        )));
+    }
+    Ok(settled.into_iter().map(|one| one == 1).collect())
 }
 
 #[async_trait]
@@ -86,16 +230,28 @@ impl IdempotencyStore for RedisStore {
         owner: &str,
         claimant: Claimant,
     ) -> Result<Claim, StoreError> {
-        let request = ClaimRequest {
+        let request = self.key_claim(&ClaimRequest {
             scope,
             key,
             fingerprint,
             owner,
-        };
-        let mut claims = self.claim_many(&[request], claimant).await?;
-        claims
-            .pop()
-            .ok_or_else(|| StoreError::Protocol("claim script replied nothing".into()))
+        });
+        match claimant {
+            Claimant::Client => self.claims.call(request).await,
+            Claimant::Operator => {
+                let mut claims = claim_keys(
+                    self.conn.clone(),
+                    &self.claim,
+                    self.lifetimes,
+                    claimant,
+                    &[request],
+                )
+                .await?;
+                claims
+                    .pop()
+                    .ok_or_else(|| StoreError::Protocol("claim script replied nothing".into()))
+            }
+        }
     }
 
     async fn claim_many(
@@ -103,34 +259,15 @@ impl IdempotencyStore for RedisStore {
         requests: &[ClaimRequest<'_>],
         claimant: Claimant,
     ) -> Result<Vec<Claim>, StoreError> {
-        let mut invocation = self.claim.prepare_invoke();
-        invocation
-            .arg(Self::ms(self.lifetimes.lease))
-            .arg(Self::ms(self.lifetimes.ttl))
-            .arg(if claimant == Claimant::Operator {
-                "1"
-            } else {
-                "0"
-            })
-            .arg(Self::ms(self.lifetimes.grace));
-        for request in requests {
-            invocation
-                .key(self.record_key(request.scope, request.key))
-                .arg(&record::owner(request.owner)[..])
-                .arg(&record::fingerprint(request.fingerprint)[..]);
-        }
-        let replies: Vec<Value> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(StoreError::Unavailable)?;
-        if replies.len() != requests.len() {
-            return Err(StoreError::Protocol(format!(
-                "claim script replied {} answers to {} keys",
-                replies.len(),
-                requests.len()
-            )));
-        }
-        replies.iter().map(parse_claim).collect()
+        let keys: Vec<KeyClaim> = requests.iter().map(|r| self.key_claim(r)).collect();
+        claim_keys(
+            self.conn.clone(),
+            &self.claim,
+            self.lifetimes,
+            claimant,
+            &keys,
+        )
+        .await
     }
 
     async fn settle(
@@ -140,39 +277,18 @@ impl IdempotencyStore for RedisStore {
         owner: &str,
         answer: &StoredAnswer,
     ) -> Result<bool, StoreError> {
-        let request = SettleRequest {
+        let request = self.key_settle(&SettleRequest {
             scope,
             key,
             owner,
             answer,
-        };
-        let settled = self.settle_many(&[request]).await?;
-        Ok(settled.first() == Some(&true))
+        });
+        self.settles.call(request).await
     }
 
     async fn settle_many(&self, requests: &[SettleRequest<'_>]) -> Result<Vec<bool>, StoreError> {
-        let mut invocation = self.settle.prepare_invoke();
-        invocation.arg(Self::ms(self.lifetimes.ttl));
-        for request in requests {
-            let (state, rest) = record::settled(request.answer);
-            invocation
-                .key(self.record_key(request.scope, request.key))
-                .arg(&record::owner(request.owner)[..])
-                .arg(state)
-                .arg(rest);
-        }
-        let settled: Vec<i64> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(StoreError::Unavailable)?;
-        if settled.len() != requests.len() {
-            return Err(StoreError::Protocol(format!(
-                "settle script replied {} answers to {} keys",
-                settled.len(),
-                requests.len()
-            )));
-        }
-        Ok(settled.into_iter().map(|one| one == 1).collect())
+        let keys: Vec<KeySettle> = requests.iter().map(|r| self.key_settle(r)).collect();
+        settle_keys(self.conn.clone(), &self.settle, self.lifetimes, &keys).await
     }
 
     async fn mark_accepted(
@@ -214,8 +330,8 @@ impl IdempotencyStore for RedisStore {
             .renew
             .key(self.record_key(scope, key))
             .arg(&record::owner(owner)[..])
-            .arg(Self::ms(self.lifetimes.lease))
-            .arg(Self::ms(self.lifetimes.ttl))
+            .arg(ms(self.lifetimes.lease))
+            .arg(ms(self.lifetimes.ttl))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::Unavailable)?;
@@ -239,7 +355,7 @@ impl IdempotencyStore for RedisStore {
             .unpin
             .key(self.record_key(scope, key))
             .arg(&record::fingerprint(fingerprint)[..])
-            .arg(Self::ms(self.lifetimes.ttl))
+            .arg(ms(self.lifetimes.ttl))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(StoreError::Unavailable)?;

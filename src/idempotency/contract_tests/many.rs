@@ -7,6 +7,10 @@ use crate::idempotency::{ClaimRequest, SettleRequest};
 contract!(each_key_of_a_batch_gets_its_own_answer_in_order, LONG);
 contract!(a_batch_settles_what_its_owners_hold_and_nothing_else, LONG);
 contract!(an_empty_batch_is_no_call_at_all, LONG);
+contract!(
+    concurrent_single_claims_and_settles_each_get_their_own_answer,
+    LONG
+);
 
 /// Fresh, replayed, reused, in-flight and released keys in one claim: each gets the answer a
 /// claim of its own would get, at its own place.
@@ -122,4 +126,76 @@ async fn an_empty_batch_is_no_call_at_all(store: &dyn IdempotencyStore) {
         vec![]
     );
     assert_eq!(store.settle_many(&[]).await.unwrap(), Vec::<bool>::new());
+}
+
+/// Many requests' own claims and settles at once, each for its key with its own owner (the
+/// Redis store sends such requests together in shared calls): every one gets exactly the answer
+/// it would get alone.
+async fn concurrent_single_claims_and_settles_each_get_their_own_answer(
+    store: &dyn IdempotencyStore,
+) {
+    const KEYS: usize = 150;
+    let keys: Vec<IdempotencyKey> = (0..KEYS).map(|i| key(&format!("c-{i}"))).collect();
+    let owners: Vec<String> = (0..KEYS).map(|i| format!("owner-{i}")).collect();
+    // Every third key is done already, every fifth (not third) in flight under another owner.
+    for (i, key) in keys.iter().enumerate() {
+        if i.is_multiple_of(3) {
+            claim(store, key, FP, "earlier").await;
+            assert!(settle(store, key, "earlier", &answer(Settlement::Done)).await);
+        } else if i.is_multiple_of(5) {
+            claim(store, key, FP, "earlier").await;
+        }
+    }
+    // Every seventh request carries another event: a mismatch where a record is there.
+    let fingerprint = |i: usize| if i.is_multiple_of(7) { OTHER_FP } else { FP };
+
+    let claims = futures::future::join_all(
+        (0..KEYS).map(|i| claim(store, &keys[i], fingerprint(i), &owners[i])),
+    )
+    .await;
+
+    for (i, claim) in claims.iter().enumerate() {
+        let recorded = i.is_multiple_of(3) || i.is_multiple_of(5);
+        let expected = if recorded && i.is_multiple_of(7) {
+            "mismatch"
+        } else if i.is_multiple_of(3) {
+            "replayed"
+        } else if i.is_multiple_of(5) {
+            "conflict"
+        } else {
+            // Fresh keys, whatever their event.
+            "claimed"
+        };
+        assert_eq!(claim.label(), expected, "key {i}: {claim:?}");
+    }
+    // Each settles with an answer of its own; only the claimed ones are theirs to settle.
+    let answers: Vec<StoredAnswer> = (0..KEYS)
+        .map(|i| {
+            StoredAnswer::Done(Delivered {
+                position: Position {
+                    partition: (i % 3) as i32,
+                    offset: i as i64,
+                },
+                timestamp_ms: 1_796_000_000_000 + i as i64,
+            })
+        })
+        .collect();
+    let settled = futures::future::join_all(
+        (0..KEYS).map(|i| settle(store, &keys[i], &owners[i], &answers[i])),
+    )
+    .await;
+    for (i, settled) in settled.into_iter().enumerate() {
+        let claimed = claims[i].label() == "claimed";
+        assert_eq!(settled, claimed, "key {i}");
+        if claimed {
+            assert_eq!(
+                store
+                    .status(scoped(&topic("orders")), &keys[i])
+                    .await
+                    .unwrap(),
+                Some(KeyStatus::Settled(answers[i].clone())),
+                "key {i}"
+            );
+        }
+    }
 }
