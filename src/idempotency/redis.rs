@@ -176,17 +176,7 @@ async fn claim_keys(
             .arg(&key.owner[..])
             .arg(&key.fingerprint[..]);
     }
-    let replies: Vec<Value> = invocation
-        .invoke_async(&mut conn)
-        .await
-        .map_err(StoreError::Unavailable)?;
-    if replies.len() != keys.len() {
-        return Err(StoreError::Protocol(format!(
-            "claim script replied {} answers to {} keys",
-            replies.len(),
-            keys.len()
-        )));
-    }
+    let replies: Vec<Value> = per_key(&invocation, &mut conn, "claim", keys.len()).await?;
     replies.iter().map(parse_claim).collect()
 }
 
@@ -206,18 +196,28 @@ async fn settle_keys(
             .arg(key.state)
             .arg(&key.rest[..]);
     }
-    let settled: Vec<i64> = invocation
-        .invoke_async(&mut conn)
+    let settled: Vec<i64> = per_key(&invocation, &mut conn, "settle", keys.len()).await?;
+    Ok(settled.into_iter().map(|one| one == 1).collect())
+}
+
+/// Runs a script call of `keys` keys, which answers one reply per key.
+async fn per_key<T: redis::FromRedisValue>(
+    invocation: &redis::ScriptInvocation<'_>,
+    conn: &mut ConnectionManager,
+    script: &str,
+    keys: usize,
+) -> Result<Vec<T>, StoreError> {
+    let replies: Vec<T> = invocation
+        .invoke_async(conn)
         .await
         .map_err(StoreError::Unavailable)?;
-    if settled.len() != keys.len() {
+    if replies.len() != keys {
         return Err(StoreError::Protocol(format!(
-            "settle script replied {} answers to {} keys",
-            settled.len(),
-            keys.len()
+            "{script} script replied {} answers to {keys} keys",
+            replies.len()
         )));
     }
-    Ok(settled.into_iter().map(|one| one == 1).collect())
+    Ok(replies)
 }
 
 #[async_trait]
