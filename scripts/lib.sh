@@ -11,6 +11,7 @@
 #   free_port                   a free TCP port on 127.0.0.1
 #   venv_install VENV PKG...    create a Python venv when missing and pip-install into it
 #   start_tansu_until_exit      a Tansu broker for this run, stopped when the script exits
+#   start_redis_cluster_until_exit  a Redis Cluster (3+3 nodes) for this run, the same way
 #   start_dev_gateway           `ackgate dev` on a port, waited for until /readyz answers
 #   start_gateway               the same for any subcommand (`serve` with its flags)
 #   make_auth_file              a fresh API key (`ackgate new-key`) and an auth file holding it
@@ -87,19 +88,58 @@ venv_install() {
 }
 
 # start_tansu_until_exit [PORT]: starts a Tansu broker on PORT (default: a free port) and sets
-# KAFKA_PORT. It sets the EXIT, INT and TERM traps to stop the broker, so the caller sets none.
+# KAFKA_PORT. It sets the EXIT, INT and TERM traps to stop the broker (and the Redis Cluster of
+# start_redis_cluster_until_exit), so the caller sets none.
 start_tansu_until_exit() {
     KAFKA_PORT="${1:-$(free_port)}"
-    trap _stop_tansu EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
+    _stop_test_services_on_exit
     bash "$REPO/scripts/tansu.sh" start "$KAFKA_PORT"
 }
 
-_stop_tansu() {
+# start_redis_cluster_until_exit: a Redis Cluster of 3 masters and 3 replicas
+# (scripts/redis-cluster.sh) on the first six consecutive free ports from 30000 (bus ports
+# +10000 free too); sets REDIS_CLUSTER_PORT and REDIS_CLUSTER_URL (the seed URLs). Stopped
+# when the script exits, as the broker is.
+start_redis_cluster_until_exit() {
+    local base
+    base="$(python3 - <<'PY'
+import socket
+def free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+for base in range(30000, 45500, 10):
+    if all(free(p) and free(p + 10000) for p in range(base, base + 6)):
+        print(base)
+        break
+PY
+)"
+    [[ -n "$base" ]] || die "no six free consecutive ports for the test Redis Cluster"
+    REDIS_CLUSTER_PORT="$base"
+    _stop_test_services_on_exit
+    REDIS_CLUSTER_URL="$(bash "$REPO/scripts/redis-cluster.sh" start "$base")"
+}
+
+_stop_test_services_on_exit() {
+    trap _stop_test_services EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+_stop_test_services() {
     local rc=$?
     trap - EXIT INT TERM
-    bash "$REPO/scripts/tansu.sh" stop "$KAFKA_PORT" || true
+    if [[ -n "${KAFKA_PORT:-}" ]]; then
+        bash "$REPO/scripts/tansu.sh" stop "$KAFKA_PORT" || true
+    fi
+    if [[ -n "${REDIS_CLUSTER_PORT:-}" ]]; then
+        bash "$REPO/scripts/redis-cluster.sh" stop "$REDIS_CLUSTER_PORT" || true
+    fi
     exit "$rc"
 }
 

@@ -21,6 +21,7 @@
 #   ACKGATE_TEST_KAFKA_BROKERS=127.0.0.1:PORT
 #   ACKGATE_TEST_REDIS_URL=redis://127.0.0.1:6379
 #   ACKGATE_TEST_REDIS_SERVER=/path/to/redis-server
+#   ACKGATE_TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:P,redis://127.0.0.1:P+1,…  (a test cluster)
 #   ACKGATE_TEST_TANSU_SQLITE=/path/to/tansu   (or ACKGATE_TEST_SKIP_SQLITE=why, if it failed)
 set -euo pipefail
 
@@ -77,12 +78,17 @@ bash scripts/redis.sh
 step "start Tansu Kafka broker"
 start_tansu_until_exit "${ACKGATE_TEST_KAFKA_PORT:-}"
 
+step "start a Redis Cluster (3 masters, 3 replicas) for the cluster contract tests"
+start_redis_cluster_until_exit
+
 step "test environment"
 export ACKGATE_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
 export ACKGATE_TEST_REDIS_URL="redis://127.0.0.1:6379"
 ACKGATE_TEST_REDIS_SERVER="$(command -v redis-server)"
 export ACKGATE_TEST_REDIS_SERVER
+export ACKGATE_TEST_REDIS_CLUSTER_URL="$REDIS_CLUSTER_URL"
 echo "ACKGATE_TEST_KAFKA_BROKERS=$ACKGATE_TEST_KAFKA_BROKERS"
+echo "ACKGATE_TEST_REDIS_CLUSTER_URL=$ACKGATE_TEST_REDIS_CLUSTER_URL"
 echo "ACKGATE_TEST_REDIS_URL=$ACKGATE_TEST_REDIS_URL"
 echo "ACKGATE_TEST_REDIS_SERVER=$ACKGATE_TEST_REDIS_SERVER"
 
@@ -129,6 +135,9 @@ cargo test --locked --test chaos -- --ignored --nocapture
 
 step "redis stall: Redis frozen past the lease under load, then ackgate audit"
 cargo test --locked --test redis_stall -- --ignored --nocapture
+
+step "redis cluster: a master SIGKILLed under load, its replica promoted"
+cargo test --locked --test redis_cluster -- --ignored --nocapture
 
 # The gateway binary cargo test just built, for the checks that run it as a user would.
 export ACKGATE_BIN="$REPO/target/debug/ackgate"

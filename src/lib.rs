@@ -70,10 +70,12 @@ use crate::tls::ServerTls;
 /// URL's password.)
 #[derive(Clone)]
 pub enum Backend {
-    /// A Redis server shared by every gateway replica, over TLS for `rediss://` URLs.
+    /// A Redis server shared by every gateway replica, over TLS for `rediss://` URLs; with
+    /// `cluster`, a Redis Cluster whose seed nodes `url` lists, comma-separated.
     Redis {
         url: String,
         tls: redis_link::RedisTls,
+        cluster: bool,
     },
     /// Process memory: nothing survives a restart (`ackgate dev`).
     Memory,
@@ -85,6 +87,16 @@ impl Backend {
         Backend::Redis {
             url: url.into(),
             tls: redis_link::RedisTls::default(),
+            cluster: false,
+        }
+    }
+
+    /// The Redis Cluster whose seed nodes `urls` lists, comma-separated.
+    pub fn redis_cluster(urls: impl Into<String>) -> Self {
+        Backend::Redis {
+            url: urls.into(),
+            tls: redis_link::RedisTls::default(),
+            cluster: true,
         }
     }
 }
@@ -139,8 +151,8 @@ impl Application {
             ttl: settings.idempotency_ttl(),
         };
         let (store, failures): (Arc<dyn IdempotencyStore>, Arc<dyn FailureStore>) = match backend {
-            Backend::Redis { url, tls } => {
-                let conn = redis_link::connect(&url, &tls, settings.redis_timeout())?;
+            Backend::Redis { url, tls, cluster } => {
+                let conn = redis_link::connect(&url, &tls, settings.redis_timeout(), cluster)?;
                 (
                     Arc::new(RedisStore::new(
                         conn.clone(),

@@ -64,7 +64,7 @@ struct ServeArgs {
     kafka_brokers: String,
 
     /// Redis URL for idempotency and failure records: redis://[user:password@]host[:port][/db],
-    /// or rediss:// for TLS.
+    /// or rediss:// for TLS. With --redis-cluster: the cluster's seed nodes, comma-separated.
     #[arg(
         long,
         env = "ACKGATE_REDIS_URL",
@@ -72,6 +72,11 @@ struct ServeArgs {
         hide_env_values = true
     )]
     redis_url: String,
+
+    /// --redis-url names a Redis Cluster (or a managed Redis in cluster mode): commands go to
+    /// the node that owns their keys' hash slot.
+    #[arg(long, env = "ACKGATE_REDIS_CLUSTER", default_value_t = false)]
+    redis_cluster: bool,
 
     #[command(flatten)]
     redis_tls: ackgate::redis_link::RedisTls,
@@ -143,6 +148,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         backend: Backend::Redis {
             url: args.redis_url,
             tls: args.redis_tls,
+            cluster: args.redis_cluster,
         },
     })
     .await?;

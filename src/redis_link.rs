@@ -1,5 +1,6 @@
 //! The connection to Redis: the URL, TLS (`rediss://`) with the operator's CA and client
-//! certificate, and how the one shared connection times out and reconnects.
+//! certificate, and how the one shared connection times out and reconnects — to one Redis
+//! server, or to a Redis Cluster (`--redis-cluster`) through its seed nodes.
 //!
 //! Redis errors shown to operators (`/readyz`, logs) go through [`describe`], which names the
 //! cause (refused, TLS handshake, authentication) and never the URL, so a password in it is
@@ -11,8 +12,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ClientTlsConfig, ErrorKind, RedisError, TlsCertificates};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{
+    ClientTlsConfig, Cmd, ErrorKind, FromRedisValue, RedisError, RedisFuture, TlsCertificates,
+    Value,
+};
 
 /// TLS files for `rediss://` URLs. Without a CA file the system's trust store is used.
 #[derive(Debug, Clone, Default, Args)]
@@ -82,18 +89,141 @@ fn read_pem(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(pem)
 }
 
-/// One connection manager for the whole process: it multiplexes concurrent commands on one
-/// connection and reconnects in the background. It connects lazily, so a Redis that is down at
-/// start-up does not stop the gateway (`/readyz` says why it is not ready).
+/// The one shared connection of the process.
+///
+/// To one server: a connection manager that multiplexes concurrent commands on one connection
+/// and reconnects in the background. To a cluster: one multiplexed connection per node, with
+/// commands routed by their keys' hash slot, redirections (`MOVED`, `ASK`) followed and the slot
+/// map refreshed after a failover. Both connect lazily, so a Redis that is down at start-up
+/// does not stop the gateway (`/readyz` says why it is not ready).
+#[derive(Clone)]
+pub(crate) enum RedisConn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    /// On a cluster, a script may only touch keys of one hash slot.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, RedisConn::Cluster(_))
+    }
+
+    /// A command about a server rather than a key (`INFO`, `CONFIG GET`, `CLUSTER INFO`). On a
+    /// cluster it goes to one node, picked at random: the nodes of one cluster are set up
+    /// alike, and each `/readyz` asks again.
+    pub(crate) async fn ask_a_server<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+    ) -> redis::RedisResult<T> {
+        match self {
+            RedisConn::Single(conn) => cmd.query_async(conn).await,
+            RedisConn::Cluster(conn) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                let value = conn.route_command(cmd.clone(), routing).await?;
+                Ok(redis::from_redis_value(value)?)
+            }
+        }
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConn::Single(conn) => conn.req_packed_command(cmd),
+            RedisConn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConn::Single(conn) => conn.get_db(),
+            RedisConn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The process's connection to the Redis at `url`, or with `cluster`, to the Redis Cluster
+/// whose seed nodes `url` lists, comma-separated (the client learns the other nodes from them).
 pub(crate) fn connect(
     url: &str,
     tls: &RedisTls,
     timeout: Duration,
-) -> anyhow::Result<ConnectionManager> {
+    cluster: bool,
+) -> anyhow::Result<RedisConn> {
+    if cluster {
+        return connect_cluster(url, tls, timeout);
+    }
+    if url.contains(',') {
+        anyhow::bail!(
+            "--redis-url lists several URLs: that is a Redis Cluster's seed nodes, which needs \
+             --redis-cluster"
+        );
+    }
     let client = client(url, tls)?;
-    ConnectionManager::new_lazy_with_config(client, connection_config(timeout))
-        .context("could not set up the Redis connection")
+    let conn = ConnectionManager::new_lazy_with_config(client, connection_config(timeout))
+        .context("could not set up the Redis connection")?;
+    Ok(RedisConn::Single(conn))
 }
+
+fn connect_cluster(urls: &str, tls: &RedisTls, timeout: Duration) -> anyhow::Result<RedisConn> {
+    let seeds: Vec<&str> = urls.split(',').map(str::trim).collect();
+    if seeds.iter().any(|seed| seed.is_empty()) {
+        anyhow::bail!("--redis-url: an empty seed node in the comma-separated list");
+    }
+    // Each seed is checked as a one-server URL is, and never echoed (it may hold a password).
+    for seed in &seeds {
+        client(seed, tls)?;
+    }
+    let schemes = seeds
+        .iter()
+        .filter(|seed| seed.starts_with("rediss://"))
+        .count();
+    if schemes != 0 && schemes != seeds.len() {
+        anyhow::bail!("--redis-url: the seed nodes mix redis:// and rediss://; use one");
+    }
+    let builder = ClusterClientBuilder::new(seeds)
+        // A failover takes a node timeout and an election, about a second or two: a command
+        // that meets it is tried again a few times, a little later each time, before it fails.
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(100)
+        .max_retry_wait(1_000);
+    // The cluster client takes its own CA and client certificate only with rustls, and this
+    // build's Redis TLS is native-tls: refused by name rather than ignored.
+    if tls.is_set() {
+        anyhow::bail!(
+            "--redis-tls-* files are not supported with --redis-cluster: rediss:// seed nodes \
+             are verified against the system's trust store (add the CA there)"
+        );
+    }
+    let client = builder.build().map_err(|error| {
+        let cause = error
+            .detail()
+            .map_or_else(|| error.to_string(), str::to_owned);
+        anyhow::anyhow!("--redis-url: cannot use the Redis Cluster seed nodes: {cause}")
+    })?;
+    let config = ClusterConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout);
+    Ok(RedisConn::Cluster(
+        client.get_pending_async_connection_with_config(config),
+    ))
+}
+
+/// How often a cluster command that meets a failover (`CLUSTERDOWN`, `TRYAGAIN`, a lost
+/// connection) is tried again.
+const CLUSTER_RETRIES: u32 = 4;
 
 /// The client for `url`; with `rediss://` and TLS files, one that trusts the given CA and
 /// presents the given client certificate.
@@ -193,10 +323,17 @@ pub(crate) fn redacted_url(url: &str) -> String {
 impl std::fmt::Debug for crate::Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            crate::Backend::Redis { url, tls } => f
+            crate::Backend::Redis { url, tls, cluster } => f
                 .debug_struct("Redis")
-                .field("url", &redacted_url(url))
+                .field(
+                    "url",
+                    &url.split(',')
+                        .map(redacted_url)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
                 .field("tls", tls)
+                .field("cluster", cluster)
                 .finish(),
             crate::Backend::Memory => f.write_str("Memory"),
         }

@@ -212,6 +212,7 @@ async fn round_trip_through(redis: &TlsRedis, tls: RedisTls) {
         Backend::Redis {
             url: redis.url(),
             tls,
+            cluster: false,
         },
     )
     .await;
@@ -267,6 +268,7 @@ async fn redis_with_the_wrong_ca_or_password_is_not_ready_and_says_why() {
         Backend::Redis {
             url: redis.url(),
             tls: redis_tls(&other, false),
+            cluster: false,
         },
     )
     .await;
@@ -286,6 +288,7 @@ async fn redis_with_the_wrong_ca_or_password_is_not_ready_and_says_why() {
         Backend::Redis {
             url: redis.url().replace(REDIS_PASSWORD, "not-the-password"),
             tls: redis_tls(&ca, false),
+            cluster: false,
         },
     )
     .await;

@@ -17,8 +17,8 @@ use super::{
     StoredHeader,
 };
 
-/// `contract!(case)`: the tests `case::memory` and `case::redis`, each running the async fn
-/// `case` against a fresh, empty store of that backend.
+/// `contract!(case)`: the tests `case::memory`, `case::redis` and `case::redis_cluster`, each
+/// running the async fn `case` against a fresh, empty store of that backend.
 macro_rules! contract {
     ($case:ident) => {
         mod $case {
@@ -33,6 +33,13 @@ macro_rules! contract {
             #[tokio::test]
             async fn redis() {
                 let scratch = Scratch::new();
+                let store = RedisFailureStore::new(scratch.conn.clone(), &scratch.prefix);
+                scratch.run(super::$case(&store)).await;
+            }
+
+            #[tokio::test]
+            async fn redis_cluster() {
+                let scratch = Scratch::cluster();
                 let store = RedisFailureStore::new(scratch.conn.clone(), &scratch.prefix);
                 scratch.run(super::$case(&store)).await;
             }

@@ -1,10 +1,12 @@
 //! The contract of [`IdempotencyStore`], written once and run against every backend.
 //!
 //! Each case is an async function of `&dyn IdempotencyStore`; [`contract!`] turns it into one
-//! test per backend (`<case>::memory`, `<case>::redis`), so that the in-memory store of
-//! `ackgate dev` cannot drift from the Redis scripts it imitates. The Redis store is the
-//! reference. The Redis tests use `ACKGATE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`),
-//! each under a key prefix of its own that is deleted at the end.
+//! test per backend (`<case>::memory`, `<case>::redis`, `<case>::redis_cluster`), so that the
+//! in-memory store of `ackgate dev` cannot drift from the Redis scripts it imitates, and a
+//! cluster answers as one server does. The Redis store is the reference. The Redis tests use
+//! `ACKGATE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`) and the cluster tests
+//! `ACKGATE_TEST_REDIS_CLUSTER_URL` (`scripts/redis-cluster.sh start`), each under a key prefix
+//! of its own.
 
 use std::time::Duration;
 
@@ -35,8 +37,9 @@ const SHORT_TTL: Lifetimes = Lifetimes {
     ttl: Duration::from_millis(1_000),
 };
 
-/// `contract!(case, lifetimes)`: the tests `case::memory` and `case::redis`, each running the
-/// async fn `case` against a fresh store of that backend.
+/// `contract!(case, lifetimes)`: the tests `case::memory`, `case::redis` and
+/// `case::redis_cluster`, each running the async fn `case` against a fresh store of that
+/// backend.
 macro_rules! contract {
     ($case:ident, $lifetimes:expr) => {
         mod $case {
@@ -51,6 +54,18 @@ macro_rules! contract {
             #[tokio::test]
             async fn redis() {
                 let scratch = Scratch::new();
+                let store = RedisStore::new(
+                    scratch.conn.clone(),
+                    &scratch.prefix,
+                    $lifetimes,
+                    Duration::from_secs(5),
+                );
+                scratch.run(super::$case(&store)).await;
+            }
+
+            #[tokio::test]
+            async fn redis_cluster() {
+                let scratch = Scratch::cluster();
                 let store = RedisStore::new(
                     scratch.conn.clone(),
                     &scratch.prefix,

@@ -6,7 +6,7 @@
 //! `/readyz` and the start-up log say so, and a gauge lets an alert say so too. Managed Redis
 //! services often refuse `CONFIG`: then it is unknown, and said so, not an error.
 
-use redis::aio::ConnectionManager;
+use crate::redis_link::RedisConn;
 
 /// What Redis keeps on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +33,10 @@ impl OnDisk {
     }
 
     /// Asks Redis: `INFO persistence` for the AOF, `CONFIG GET save` for snapshots.
-    pub(super) async fn of(conn: &mut ConnectionManager) -> OnDisk {
-        let info: Result<String, _> = redis::cmd("INFO")
-            .arg("persistence")
-            .query_async(conn)
+    /// On a cluster, of one node picked at random.
+    pub(super) async fn of(conn: &mut RedisConn) -> OnDisk {
+        let info: Result<String, _> = conn
+            .ask_a_server(redis::cmd("INFO").arg("persistence"))
             .await;
         let Ok(info) = info else {
             return OnDisk::Unknown;
@@ -44,10 +44,8 @@ impl OnDisk {
         if info.lines().any(|line| line.trim() == "aof_enabled:1") {
             return OnDisk::Aof;
         }
-        let save: Result<Vec<String>, _> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("save")
-            .query_async(conn)
+        let save: Result<Vec<String>, _> = conn
+            .ask_a_server(redis::cmd("CONFIG").arg("GET").arg("save"))
             .await;
         match save.as_deref() {
             Ok([_, points]) if points.trim().is_empty() => OnDisk::Nothing,

@@ -32,8 +32,8 @@
 //! bytes as given — so nobody has to parse bytes back.
 //!
 //! A batch claims its keys with one call ([`IdempotencyStore::claim_many`]) and settles them
-//! with one ([`IdempotencyStore::settle_many`]): one round trip to Redis each, not one per
-//! event.
+//! with one ([`IdempotencyStore::settle_many`]): one round trip to Redis each (one per hash
+//! slot on a Redis Cluster), not one per event.
 
 #[cfg(test)]
 mod contract_tests;
@@ -232,31 +232,32 @@ pub(crate) struct SettleRequest<'a> {
 /// Where idempotency records live: Redis in production, memory under `ackgate dev`.
 #[async_trait]
 pub(crate) trait IdempotencyStore: Send + Sync + 'static {
-    /// [`claim`](Self::claim) for every request (each key atomically, all in one call): one
-    /// answer per request, in order. A store that cannot answer fails them all.
+    /// [`claim`](Self::claim) for every request (each key atomically, all in one call, or one
+    /// per hash slot on a Redis Cluster): one answer per request, in order. Where the store
+    /// cannot answer for a key (its cluster node is down), that key's answer is the error.
     async fn claim_many(
         &self,
         requests: &[ClaimRequest<'_>],
         claimant: Claimant,
-    ) -> Result<Vec<Claim>, StoreError> {
+    ) -> Vec<Result<Claim, StoreError>> {
         let mut claims = Vec::with_capacity(requests.len());
         for r in requests {
             claims.push(
                 self.claim(r.scope, r.key, r.fingerprint, r.owner, claimant)
-                    .await?,
+                    .await,
             );
         }
-        Ok(claims)
+        claims
     }
 
     /// [`settle`](Self::settle) for every request, as one step: one answer per request, in
-    /// order.
-    async fn settle_many(&self, requests: &[SettleRequest<'_>]) -> Result<Vec<bool>, StoreError> {
+    /// order, as [`claim_many`](Self::claim_many).
+    async fn settle_many(&self, requests: &[SettleRequest<'_>]) -> Vec<Result<bool, StoreError>> {
         let mut settled = Vec::with_capacity(requests.len());
         for r in requests {
-            settled.push(self.settle(r.scope, r.key, r.owner, r.answer).await?);
+            settled.push(self.settle(r.scope, r.key, r.owner, r.answer).await);
         }
-        Ok(settled)
+        settled
     }
 
     /// Atomically claims `key` for `owner`, or reports why not.

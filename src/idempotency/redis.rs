@@ -3,6 +3,11 @@
 //!
 //! Keys are `<prefix>:i:<principal>:<topic>:<key>`. (Earlier releases kept hashes under
 //! `<prefix>:idem:`, which this one neither reads nor writes; see the README's upgrade note.)
+//!
+//! On a Redis Cluster each key lives in its own hash slot, spread over the masters, and a
+//! script may only touch keys of one slot: a call for many keys becomes one call per slot
+//! ([`each_slot`]), sent together, and each key gets its own answer or its own slot's error,
+//! so a master in failover fails only the keys it owns.
 
 mod coalesce;
 mod record;
@@ -13,7 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use redis::aio::ConnectionManager;
+use futures::future::join_all;
+use redis::cluster_routing::Slot;
 use redis::{Script, Value};
 
 use self::coalesce::Lane;
@@ -23,6 +29,7 @@ use super::{
     StoreError, StoreHealth, StoredAnswer,
 };
 use crate::event::{IdempotencyKey, KeyScope};
+use crate::redis_link::RedisConn;
 
 pub use self::scripts::{CLAIM, SETTLE};
 
@@ -32,7 +39,7 @@ pub use self::scripts::{CLAIM, SETTLE};
 /// progress together share script calls; a batch's keys go in one call of their own.
 #[derive(Clone)]
 pub(crate) struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     lifetimes: Lifetimes,
     claim: Arc<Script>,
@@ -40,8 +47,8 @@ pub(crate) struct RedisStore {
     accept: Script,
     renew: Script,
     unpin: Script,
-    claims: Lane<KeyClaim, Claim>,
-    settles: Lane<KeySettle, bool>,
+    claims: Lane<KeyClaim, Result<Claim, StoreError>>,
+    settles: Lane<KeySettle, Result<bool, StoreError>>,
 }
 
 /// One key of a claim script call.
@@ -63,7 +70,7 @@ impl RedisStore {
     /// Needs a Tokio runtime: the lanes' tasks start here. `timeout` is `--redis-timeout-ms`:
     /// a request that waits for a shared call fails after it, as it would alone.
     pub(crate) fn new(
-        conn: ConnectionManager,
+        conn: RedisConn,
         prefix: &str,
         lifetimes: Lifetimes,
         timeout: Duration,
@@ -75,7 +82,9 @@ impl RedisStore {
             Lane::new(
                 Arc::new(move |keys: Vec<KeyClaim>| {
                     let (conn, script) = (conn.clone(), Arc::clone(&script));
-                    async move { claim_keys(conn, &script, lifetimes, Claimant::Client, &keys).await }
+                    async move {
+                        Ok(claim_keys(conn, &script, lifetimes, Claimant::Client, &keys).await)
+                    }
                     .boxed()
                 }),
                 timeout,
@@ -86,7 +95,7 @@ impl RedisStore {
             Lane::new(
                 Arc::new(move |keys: Vec<KeySettle>| {
                     let (conn, script) = (conn.clone(), Arc::clone(&script));
-                    async move { settle_keys(conn, &script, lifetimes, &keys).await }.boxed()
+                    async move { Ok(settle_keys(conn, &script, lifetimes, &keys).await) }.boxed()
                 }),
                 timeout,
             )
@@ -152,58 +161,130 @@ fn ms(duration: Duration) -> u64 {
     duration.as_millis() as u64
 }
 
-/// One call of the claim script for `keys`: one answer per key, in order.
+/// The claim script for `keys`: one answer per key, in order.
 async fn claim_keys(
-    mut conn: ConnectionManager,
+    conn: RedisConn,
     script: &Script,
     lifetimes: Lifetimes,
     claimant: Claimant,
     keys: &[KeyClaim],
-) -> Result<Vec<Claim>, StoreError> {
-    let mut invocation = script.prepare_invoke();
-    invocation
-        .arg(ms(lifetimes.lease))
-        .arg(ms(lifetimes.ttl))
-        .arg(if claimant == Claimant::Operator {
-            "1"
-        } else {
-            "0"
-        })
-        .arg(ms(lifetimes.grace));
-    for key in keys {
-        invocation
-            .key(&key.record_key)
-            .arg(&key.owner[..])
-            .arg(&key.fingerprint[..]);
-    }
-    let replies: Vec<Value> = per_key(&invocation, &mut conn, "claim", keys.len()).await?;
-    replies.iter().map(parse_claim).collect()
+) -> Vec<Result<Claim, StoreError>> {
+    let operator = if claimant == Claimant::Operator {
+        "1"
+    } else {
+        "0"
+    };
+    each_slot(
+        &conn,
+        keys,
+        |key| &key.record_key,
+        |mut conn, keys| async move {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .arg(ms(lifetimes.lease))
+                .arg(ms(lifetimes.ttl))
+                .arg(operator)
+                .arg(ms(lifetimes.grace));
+            for key in &keys {
+                invocation
+                    .key(&key.record_key)
+                    .arg(&key.owner[..])
+                    .arg(&key.fingerprint[..]);
+            }
+            let replies: Vec<Value> = per_key(&invocation, &mut conn, "claim", keys.len()).await?;
+            replies.iter().map(parse_claim).collect()
+        },
+    )
+    .await
 }
 
-/// One call of the settle script for `keys`: one answer per key, in order.
+/// The settle script for `keys`: one answer per key, in order.
 async fn settle_keys(
-    mut conn: ConnectionManager,
+    conn: RedisConn,
     script: &Script,
     lifetimes: Lifetimes,
     keys: &[KeySettle],
-) -> Result<Vec<bool>, StoreError> {
-    let mut invocation = script.prepare_invoke();
-    invocation.arg(ms(lifetimes.ttl));
-    for key in keys {
-        invocation
-            .key(&key.record_key)
-            .arg(&key.owner[..])
-            .arg(key.state)
-            .arg(&key.rest[..]);
+) -> Vec<Result<bool, StoreError>> {
+    each_slot(
+        &conn,
+        keys,
+        |key| &key.record_key,
+        |mut conn, keys| async move {
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(ms(lifetimes.ttl));
+            for key in &keys {
+                invocation
+                    .key(&key.record_key)
+                    .arg(&key.owner[..])
+                    .arg(key.state)
+                    .arg(&key.rest[..]);
+            }
+            let settled: Vec<i64> = per_key(&invocation, &mut conn, "settle", keys.len()).await?;
+            Ok(settled.into_iter().map(|one| one == 1).collect())
+        },
+    )
+    .await
+}
+
+/// Runs `call` for `keys` — once on one server; on a cluster once per hash slot, all at once —
+/// and answers each key in order: with its own answer, or the error of its slot's call.
+async fn each_slot<'k, K, T, F, Fut>(
+    conn: &RedisConn,
+    keys: &'k [K],
+    record_key: impl Fn(&K) -> &str,
+    call: F,
+) -> Vec<Result<T, StoreError>>
+where
+    F: Fn(RedisConn, Vec<&'k K>) -> Fut,
+    Fut: Future<Output = Result<Vec<T>, StoreError>>,
+{
+    let groups: Vec<Vec<usize>> = if keys.is_empty() {
+        Vec::new()
+    } else if conn.is_cluster() {
+        let mut slots: Vec<(Slot, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let slot = Slot::for_key(record_key(key));
+            match slots.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, group)) => group.push(i),
+                None => slots.push((slot, vec![i])),
+            }
+        }
+        slots.into_iter().map(|(_, group)| group).collect()
+    } else {
+        vec![(0..keys.len()).collect()]
+    };
+    let answers = join_all(
+        groups
+            .iter()
+            .map(|group| call(conn.clone(), group.iter().map(|&i| &keys[i]).collect())),
+    )
+    .await;
+    let mut each: Vec<Option<Result<T, StoreError>>> = keys.iter().map(|_| None).collect();
+    for (group, answer) in groups.iter().zip(answers) {
+        match answer {
+            Ok(answers) => {
+                for (&i, answer) in group.iter().zip(answers) {
+                    each[i] = Some(Ok(answer));
+                }
+            }
+            Err(error) => {
+                for &i in group {
+                    each[i] = Some(Err(error.clone()));
+                }
+            }
+        }
     }
-    let settled: Vec<i64> = per_key(&invocation, &mut conn, "settle", keys.len()).await?;
-    Ok(settled.into_iter().map(|one| one == 1).collect())
+    each.into_iter()
+        .map(|answer| {
+            answer.unwrap_or_else(|| Err(StoreError::Protocol("a key was left unanswered".into())))
+        })
+        .collect()
 }
 
 /// Runs a script call of `keys` keys, which answers one reply per key.
 async fn per_key<T: redis::FromRedisValue>(
     invocation: &redis::ScriptInvocation<'_>,
-    conn: &mut ConnectionManager,
+    conn: &mut RedisConn,
     script: &str,
     keys: usize,
 ) -> Result<Vec<T>, StoreError> {
@@ -237,20 +318,17 @@ impl IdempotencyStore for RedisStore {
             owner,
         });
         match claimant {
-            Claimant::Client => self.claims.call(request).await,
-            Claimant::Operator => {
-                let mut claims = claim_keys(
-                    self.conn.clone(),
-                    &self.claim,
-                    self.lifetimes,
-                    claimant,
-                    &[request],
-                )
-                .await?;
-                claims
-                    .pop()
-                    .ok_or_else(|| StoreError::Protocol("claim script replied nothing".into()))
-            }
+            Claimant::Client => self.claims.call(request).await?,
+            Claimant::Operator => claim_keys(
+                self.conn.clone(),
+                &self.claim,
+                self.lifetimes,
+                claimant,
+                &[request],
+            )
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Protocol("claim script replied nothing".into()))),
         }
     }
 
@@ -258,7 +336,7 @@ impl IdempotencyStore for RedisStore {
         &self,
         requests: &[ClaimRequest<'_>],
         claimant: Claimant,
-    ) -> Result<Vec<Claim>, StoreError> {
+    ) -> Vec<Result<Claim, StoreError>> {
         let keys: Vec<KeyClaim> = requests.iter().map(|r| self.key_claim(r)).collect();
         claim_keys(
             self.conn.clone(),
@@ -283,10 +361,10 @@ impl IdempotencyStore for RedisStore {
             owner,
             answer,
         });
-        self.settles.call(request).await
+        self.settles.call(request).await?
     }
 
-    async fn settle_many(&self, requests: &[SettleRequest<'_>]) -> Result<Vec<bool>, StoreError> {
+    async fn settle_many(&self, requests: &[SettleRequest<'_>]) -> Vec<Result<bool, StoreError>> {
         let keys: Vec<KeySettle> = requests.iter().map(|r| self.key_settle(r)).collect();
         settle_keys(self.conn.clone(), &self.settle, self.lifetimes, &keys).await
     }
@@ -374,10 +452,22 @@ impl IdempotencyStore for RedisStore {
             .map_err(StoreError::Unavailable)?;
         // The claim script's `SET … NX GET` needs Redis 7.0: an older one would refuse every
         // claim, so it is refused here, by name, rather than as a store that does not answer.
-        let server: Result<String, _> = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut conn)
-            .await;
+        if conn.is_cluster() {
+            // A cluster that has lost a slot's master (and has not promoted a replica yet)
+            // refuses the keys of that slot.
+            let info: String = conn
+                .ask_a_server(redis::cmd("CLUSTER").arg("INFO"))
+                .await
+                .map_err(StoreError::Unavailable)?;
+            if let Some(state) = cluster_state(&info)
+                && state != "ok"
+            {
+                return Err(StoreError::Protocol(format!(
+                    "the Redis Cluster's state is '{state}': some hash slots have no master"
+                )));
+            }
+        }
+        let server: Result<String, _> = conn.ask_a_server(redis::cmd("INFO").arg("server")).await;
         if let Some(version) = server.ok().as_deref().and_then(redis_version)
             && version < (7, 0)
         {
@@ -388,10 +478,8 @@ impl IdempotencyStore for RedisStore {
         }
         let mut health = StoreHealth::default();
         // Managed Redis services often disable CONFIG; then the policy is unknown, not wrong.
-        let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut conn)
+        let policy: Result<Vec<String>, _> = conn
+            .ask_a_server(redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
             .await;
         match policy.as_deref() {
             Ok([_, policy]) if policy == "noeviction" => {}
@@ -419,6 +507,13 @@ fn redis_version(info: &str) -> Option<(u32, u32)> {
         .find_map(|line| line.strip_prefix("redis_version:"))?;
     let mut parts = version.trim().split('.');
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// `cluster_state` in a `CLUSTER INFO` answer.
+fn cluster_state(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("cluster_state:"))
+        .map(str::trim)
 }
 
 /// One key's reply from the claim script.
@@ -463,5 +558,13 @@ mod tests {
         assert_eq!(super::redis_version(info), Some((7, 0)));
         assert_eq!(super::redis_version("redis_version:6.2.14\n"), Some((6, 2)));
         assert_eq!(super::redis_version("# Server\n"), None);
+    }
+
+    #[test]
+    fn the_cluster_state_is_read_from_cluster_info() {
+        let info = "cluster_enabled:1\r\ncluster_state:fail\r\ncluster_slots_assigned:16384\r\n";
+        assert_eq!(super::cluster_state(info), Some("fail"));
+        assert_eq!(super::cluster_state("cluster_state:ok\n"), Some("ok"));
+        assert_eq!(super::cluster_state(""), None);
     }
 }

@@ -119,19 +119,23 @@ impl Pipeline {
             .collect();
         let claims = self.store.claim_many(&requests, Claimant::Client).await;
         drop(requests);
-        let claims = match claims {
-            Ok(claims) => claims,
-            Err(error) => {
-                tracing::error!(error = &error as &dyn std::error::Error, "claim failed");
-                metrics::counter!("ackgate_dedupe_outcomes_total", "outcome" => "store_unavailable")
-                    .increment(events.len() as u64);
-                let refused = Outcome::Refused(Refusal::StoreUnavailable);
-                return (vec![Some(refused); events.len()], Vec::new());
-            }
-        };
         let mut outcomes = Vec::with_capacity(events.len());
         let mut claimed = Vec::new();
+        let mut unavailable = 0_u64;
         for (place, (event, claim)) in events.into_iter().zip(claims).enumerate() {
+            // A key the store could not answer for (on a cluster, its node is down) gets the
+            // answer it would get alone; the others go on.
+            let claim = match claim {
+                Ok(claim) => claim,
+                Err(error) => {
+                    if unavailable == 0 {
+                        tracing::error!(error = &error as &dyn std::error::Error, "claim failed");
+                    }
+                    unavailable += 1;
+                    outcomes.push(Some(Outcome::Refused(Refusal::StoreUnavailable)));
+                    continue;
+                }
+            };
             match self.claimed(event, claim, owner.clone()) {
                 Ok(one) => {
                     outcomes.push(None);
@@ -139,6 +143,10 @@ impl Pipeline {
                 }
                 Err(not_claimed) => outcomes.push(Some(not_claimed.outcome())),
             }
+        }
+        if unavailable > 0 {
+            metrics::counter!("ackgate_dedupe_outcomes_total", "outcome" => "store_unavailable")
+                .increment(unavailable);
         }
         (outcomes, claimed)
     }

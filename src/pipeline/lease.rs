@@ -146,7 +146,9 @@ impl Pipeline {
     }
 
     /// [`settle`](Self::settle) for a batch, in one call per try: `requests[i]` settles
-    /// `claimed[i]` with `answers[i]`.
+    /// `claimed[i]` with `answers[i]`. A try that leaves some keys unsettled because the store
+    /// could not answer for them (Redis down, or on a cluster their node in failover) tries
+    /// those again, and only those.
     pub(super) async fn settle_batch(
         &self,
         claimed: &[Claimed],
@@ -155,42 +157,46 @@ impl Pipeline {
         delayed: &mut (dyn FnMut() + Send),
     ) {
         let (mut backoff, longest) = SETTLE_BACKOFF;
+        let mut pending: Vec<usize> = (0..requests.len()).collect();
         let mut tries = 0_u64;
-        loop {
-            let settled = self.store.settle_many(requests).await;
+        while !pending.is_empty() {
+            let asked: Vec<SettleRequest<'_>> = pending.iter().map(|&i| requests[i]).collect();
+            let settled = self.store.settle_many(&asked).await;
             tries += 1;
-            match settled {
-                Ok(settled) => {
-                    for ((one, answer), settled) in claimed.iter().zip(answers).zip(settled) {
-                        if !settled {
-                            self.key_lost(one, "settle", Some(answer));
-                        }
+            let mut unavailable = None;
+            let mut again = Vec::new();
+            for (&i, settled) in pending.iter().zip(settled) {
+                match settled {
+                    Ok(true) => {}
+                    Ok(false) => self.key_lost(&claimed[i], "settle", Some(answers[i])),
+                    Err(error @ StoreError::Unavailable(_)) => {
+                        unavailable.get_or_insert(error);
+                        again.push(i);
                     }
-                    return;
-                }
-                Err(error @ StoreError::Unavailable(_)) => {
-                    if tries == 1 {
-                        delayed();
-                        tracing::warn!(
+                    Err(error) => {
+                        let event = &claimed[i].event;
+                        tracing::error!(
                             error = &error as &dyn std::error::Error,
-                            keys = requests.len(),
-                            "could not settle a batch's keys; trying again until the store \
-                             answers"
+                            topic = %event.topic, idempotency_key = %event.idempotency_key,
+                            "could not settle a key of a batch; it stays in flight, and a \
+                             request after its lease may publish the event again"
                         );
                     }
-                    metrics::counter!("ackgate_settle_retries_total").increment(1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(longest);
                 }
-                Err(error) => {
-                    tracing::error!(
+            }
+            pending = again;
+            if let Some(error) = unavailable {
+                if tries == 1 {
+                    delayed();
+                    tracing::warn!(
                         error = &error as &dyn std::error::Error,
-                        keys = requests.len(),
-                        "could not settle a batch's keys; they stay in flight, and a request \
-                         after their lease may publish the events again"
+                        keys = pending.len(),
+                        "could not settle a batch's keys; trying again until the store answers"
                     );
-                    return;
                 }
+                metrics::counter!("ackgate_settle_retries_total").increment(1);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(longest);
             }
         }
     }

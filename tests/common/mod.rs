@@ -7,6 +7,7 @@
 
 mod auth_file;
 pub mod client;
+pub mod cluster;
 pub mod faults;
 pub mod jwt;
 pub mod mock;
