@@ -214,7 +214,7 @@ else:
     else:
         found = False
         for vol in gateway.get("volumes") or []:
-            if not isinstance(vol, str) or not vol.startswith((".", "/")):
+            if not isinstance(vol, str) or ":" not in vol or not vol.startswith((".", "/")):
                 continue
             source, target, *mode = vol.split(":")
             if auth_file != target and not auth_file.startswith(target.rstrip("/") + "/"):
