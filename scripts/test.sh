@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The single test command of ackgate: sets up the test environment (Rust
-# components, cargo-deny, Redis, a Tansu Kafka broker; k6, Chromium, promtool and hadolint
-# are installed by the scripts that use them) and runs fmt, clippy, cargo deny (bans,
-# licenses, sources; advisories when the database can be fetched), the Rust tests, the k6
-# smoke, duplicates and batch scripts, the browser test of /docs, the deploy-file checks and
-# the release build the Dockerfile runs.
+# components, cargo-deny, Redis, a Tansu Kafka broker, HAProxy; k6, Chromium, promtool and
+# hadolint are installed by the scripts that use them) and runs fmt, clippy, cargo deny (bans,
+# licenses, sources; advisories when the database can be fetched), the Rust tests (the slow
+# chaos, Redis-stall and load-balancer suites included), the k6 smoke, duplicates and batch
+# scripts, the browser test of /docs, the deploy-file checks and the release build the
+# Dockerfile runs.
 #
 # Usage: scripts/test.sh [extra cargo test args...]   e.g. scripts/test.sh -- --nocapture
 #
@@ -22,6 +23,7 @@
 #   ACKGATE_TEST_REDIS_URL=redis://127.0.0.1:6379
 #   ACKGATE_TEST_REDIS_SERVER=/path/to/redis-server
 #   ACKGATE_TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:P,redis://127.0.0.1:P+1,…  (a test cluster)
+#   ACKGATE_TEST_HAPROXY=/path/to/haproxy
 #   ACKGATE_TEST_TANSU_SQLITE=/path/to/tansu   (or ACKGATE_TEST_SKIP_SQLITE=why, if it failed)
 set -euo pipefail
 
@@ -53,6 +55,17 @@ if ((${#tls_missing[@]})); then
     echo "installing: ${tls_missing[*]}"
     apt_install "${tls_missing[@]}" || die "could not install ${tls_missing[*]} (Debian packages)"
 fi
+
+# The load-balancer tests put Debian's HAProxy in front of three gateway processes.
+step "ensure HAProxy (load-balancer tests)"
+# /usr/sbin is not on every user's PATH.
+HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
+if [[ ! -x "$HAPROXY" ]]; then
+    echo "installing: haproxy"
+    apt_install haproxy || die "could not install haproxy (Debian package)"
+    HAPROXY="$(command -v haproxy || echo /usr/sbin/haproxy)"
+fi
+"$HAPROXY" -v | sed -n 1p
 
 step "Tansu with SQLite storage: install in the background if missing"
 mkdir -p "$REPO/target"
@@ -87,10 +100,12 @@ export ACKGATE_TEST_REDIS_URL="redis://127.0.0.1:6379"
 ACKGATE_TEST_REDIS_SERVER="$(command -v redis-server)"
 export ACKGATE_TEST_REDIS_SERVER
 export ACKGATE_TEST_REDIS_CLUSTER_URL="$REDIS_CLUSTER_URL"
+export ACKGATE_TEST_HAPROXY="$HAPROXY"
 echo "ACKGATE_TEST_KAFKA_BROKERS=$ACKGATE_TEST_KAFKA_BROKERS"
 echo "ACKGATE_TEST_REDIS_CLUSTER_URL=$ACKGATE_TEST_REDIS_CLUSTER_URL"
 echo "ACKGATE_TEST_REDIS_URL=$ACKGATE_TEST_REDIS_URL"
 echo "ACKGATE_TEST_REDIS_SERVER=$ACKGATE_TEST_REDIS_SERVER"
+echo "ACKGATE_TEST_HAPROXY=$ACKGATE_TEST_HAPROXY"
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
@@ -138,6 +153,9 @@ cargo test --locked --test redis_stall -- --ignored --nocapture
 
 step "redis cluster: a master SIGKILLed under load, its replica promoted"
 cargo test --locked --test redis_cluster -- --ignored --nocapture
+
+step "balancer: three gateways behind HAProxy — identical requests, SIGKILL and SIGTERM under load, then ackgate audit"
+cargo test --locked --test balancer -- --ignored --nocapture
 
 # The gateway binary cargo test just built, for the checks that run it as a user would.
 export ACKGATE_BIN="$REPO/target/debug/ackgate"

@@ -9,6 +9,7 @@ mod auth_file;
 pub mod client;
 pub mod cluster;
 pub mod faults;
+pub mod haproxy;
 pub mod jwt;
 pub mod mock;
 pub mod process;
