@@ -204,10 +204,15 @@ gateway = services.get("ackgate")
 if gateway is None:
     errors.append("services/ackgate: missing")
 else:
-    if seconds(gateway.get("stop_grace_period", "10s")) < 45:
-        errors.append("services/ackgate/stop_grace_period: must be >= 45s "
-                      "(ackgate drains for up to --shutdown-grace-ms = 35 s after SIGTERM, "
-                      "then keeps what is unfinished and flushes the producer)")
+    env = gateway.get("environment") or {}
+    drain_s = int(env.get("ACKGATE_DRAIN_DELAY_MS", 0)) / 1000
+    grace_s = int(env.get("ACKGATE_SHUTDOWN_GRACE_MS", 35000)) / 1000
+    least = drain_s + grace_s + 10
+    if seconds(gateway.get("stop_grace_period", "10s")) < least:
+        errors.append(f"services/ackgate/stop_grace_period: must be >= {least:g}s "
+                      f"(after SIGTERM ackgate serves on for the drain delay, {drain_s:g} s, "
+                      f"drains for up to the shutdown grace, {grace_s:g} s, then keeps what is "
+                      "unfinished and flushes the producer)")
     # `ackgate serve` refuses to start without authentication: the auth file must be set and
     # come from a read-only bind mount of a file that exists.
     env = gateway.get("environment") or {}

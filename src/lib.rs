@@ -223,6 +223,7 @@ impl Application {
             },
             max_in_flight: settings.max_in_flight,
             max_batches_in_flight: settings.max_batches_in_flight,
+            stopping: CancellationToken::new(),
         };
         Ok(Application {
             listener,
@@ -324,8 +325,19 @@ impl Application {
         let stopping = CancellationToken::new();
         let signal = {
             let (signalled, stopping) = (signalled.clone(), stopping.clone());
+            let (not_ready, drain_delay) = (state.stopping.clone(), settings.drain_delay());
             async move {
                 shutdown.await;
+                // Not ready from now, still serving: the balancers' health checks take this
+                // replica out before its ports close.
+                not_ready.cancel();
+                if !drain_delay.is_zero() {
+                    tracing::info!(
+                        drain_delay_ms = drain_delay.as_millis() as u64,
+                        "shutdown requested; /readyz answers 503, serving on for the drain delay"
+                    );
+                    tokio::time::sleep(drain_delay).await;
+                }
                 let _ = signalled.set(Instant::now());
                 stopping.cancel();
             }

@@ -180,6 +180,15 @@ pub struct Settings {
     #[arg(long, env = "ACKGATE_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
     pub shutdown_grace_ms: u64,
 
+    /// On SIGTERM/SIGINT, how long to go on serving with `/readyz` answering 503 before the
+    /// listeners close and the shutdown grace starts: time for a load balancer's health checks
+    /// to take this replica out, so that no new connection meets a closed port. Set it to the
+    /// balancer's check interval times its fall count, or leave it 0 where something else
+    /// stops the traffic first (Kubernetes' preStop sleep).
+    #[arg(long, env = "ACKGATE_DRAIN_DELAY_MS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=300_000))]
+    pub drain_delay_ms: u64,
+
     /// How long a failure record may stay `retrying` (an operator's retry in progress) before it
     /// is put back to `open`: a retry whose gateway died never finishes by itself. Must be longer
     /// than the in-flight lease (the delivery timeout plus 10 s).
@@ -297,6 +306,10 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
     }
 
     pub fn failure_retrying_timeout(&self) -> Duration {

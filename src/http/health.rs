@@ -41,7 +41,8 @@ pub(crate) struct Checks {
 /// Readiness report.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Readiness {
-    /// `ready` or `not_ready`.
+    /// `ready`, `not_ready`, or `stopping` (asked to stop: serving on while load balancers take
+    /// it out, `--drain-delay-ms`).
     status: &'static str,
     checks: Checks,
     /// Conditions that do not stop traffic but put the guarantee at risk, e.g. a Redis that may
@@ -92,14 +93,19 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
     if let Some(warning) = state.access.warning() {
         warnings.push(warning.to_owned());
     }
-    let ready = redis.status == "ok" && kafka.status == "ok";
+    let stopping = state.stopping.is_cancelled();
+    let ready = redis.status == "ok" && kafka.status == "ok" && !stopping;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = Readiness {
-        status: if ready { "ready" } else { "not_ready" },
+        status: match (ready, stopping) {
+            (true, _) => "ready",
+            (false, true) => "stopping",
+            (false, false) => "not_ready",
+        },
         checks: Checks { redis, kafka },
         warnings,
     };

@@ -67,6 +67,9 @@ pub(crate) struct AppState {
     pub(crate) max_in_flight: usize,
     /// Most batch requests in progress at once.
     pub(crate) max_batches_in_flight: usize,
+    /// Cancelled when the process is asked to stop: `/readyz` answers 503 from then on, so that
+    /// load balancers take the replica out while it still serves (`--drain-delay-ms`).
+    pub(crate) stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The OpenAPI document, generated from the handlers and types.
