@@ -11,7 +11,8 @@
 //!   warning (the documented edge), and `ackgate audit` agrees; the restarted replica is taken
 //!   back.
 //! - SIGTERM of a replica under load: it drains and exits 0 while the clients see not one
-//!   failed request.
+//!   failed request — behind HAProxy that redispatches refused connections, and, with
+//!   `--drain-delay-ms`, behind one that never does (with no delay, that one failed 6 requests).
 //!
 //! How the balancer retries, and why that is safe, is in its config (`common/haproxy.rs`).
 //! Each scenario runs twice, on one Redis server and on the test Redis Cluster
@@ -86,7 +87,15 @@ async fn one_redis_a_killed_replica_loses_nothing_and_is_routed_around() {
 async fn one_redis_a_terminated_replica_drains_without_a_failed_request() {
     let Some(env) = Env::get() else { return };
     let _alone = ONE_SCENARIO_AT_A_TIME.lock().await;
-    a_terminated_replica_drains(&env, &RedisSide::single(redis_url())).await;
+    a_terminated_replica_drains(&env, &RedisSide::single(redis_url()), Drain::Redispatched).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "several gateway processes behind HAProxy; scripts/test.sh runs it with --ignored"]
+async fn one_redis_with_a_drain_delay_a_balancer_that_never_redispatches_loses_no_request() {
+    let Some(env) = Env::get() else { return };
+    let _alone = ONE_SCENARIO_AT_A_TIME.lock().await;
+    a_terminated_replica_drains(&env, &RedisSide::single(redis_url()), Drain::Delayed).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,7 +130,7 @@ async fn cluster_a_killed_replica_loses_nothing_and_is_routed_around() {
 async fn cluster_a_terminated_replica_drains_without_a_failed_request() {
     let Some(env) = Env::get() else { return };
     let _alone = ONE_SCENARIO_AT_A_TIME.lock().await;
-    a_terminated_replica_drains(&env, &cluster_side()).await;
+    a_terminated_replica_drains(&env, &cluster_side(), Drain::Redispatched).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -456,8 +465,23 @@ async fn a_killed_replica_loses_nothing(env: &Env, redis: &RedisSide) {
 // ---------------------------------------------------------------------------------------------
 // SIGTERM of a replica under load.
 
-async fn a_terminated_replica_drains(env: &Env, redis: &RedisSide) {
-    let mut fleet = Fleet::start(env, redis, "drain").await;
+/// How a replica is stopped in the drain scenario, and the balancer in front of it.
+enum Drain {
+    /// No drain delay; HAProxy sends refused connections to another replica.
+    Redispatched,
+    /// `--drain-delay-ms` of a few check intervals; HAProxy never redispatches.
+    Delayed,
+}
+
+async fn a_terminated_replica_drains(env: &Env, redis: &RedisSide, drain: Drain) {
+    let delay = (CHECK_INTERVAL * (FALL + 3)).as_millis().to_string();
+    let mut fleet = match drain {
+        Drain::Redispatched => Fleet::start(env, redis, "drain").await,
+        Drain::Delayed => {
+            let flags = ["--drain-delay-ms", delay.as_str()];
+            Fleet::start_with(env, redis, "drain-delay", &flags, false).await
+        }
+    };
     let load = Load::start(fleet.events_url(), CLIENTS);
 
     load.until(STOP_AT).await;

@@ -156,6 +156,18 @@ impl Fleet {
     /// HAProxy in front of them; returns once every gateway is ready and HAProxy has them all
     /// up.
     pub(crate) async fn start(env: &Env, redis: &RedisSide, scenario: &str) -> Fleet {
+        Fleet::start_with(env, redis, scenario, &[], true).await
+    }
+
+    /// [`start`](Fleet::start) with extra `ackgate serve` flags, and HAProxy with or without
+    /// redispatch ([`Haproxy::start_with`]).
+    pub(crate) async fn start_with(
+        env: &Env,
+        redis: &RedisSide,
+        scenario: &str,
+        extra: &[&str],
+        redispatch: bool,
+    ) -> Fleet {
         let topic = unique(&format!("balancer-{scenario}"));
         create_topic(&env.brokers, &topic, PARTITIONS).await;
         let prefix = unique("balancer");
@@ -190,6 +202,7 @@ impl Fleet {
                 "warn",
             ];
             args.extend(redis.flags.iter().map(String::as_str));
+            args.extend(extra);
             let mut gateway = Gateway::new(&args);
             gateway.start();
             replicas.push(Replica {
@@ -210,7 +223,7 @@ impl Fleet {
                 admin_port: r.admin_port,
             })
             .collect();
-        let haproxy = Haproxy::start(&env.haproxy, &servers);
+        let haproxy = Haproxy::start_with(&env.haproxy, &servers, redispatch);
         let fleet = Fleet {
             replicas,
             haproxy,

@@ -60,11 +60,18 @@ impl Haproxy {
 
     /// Starts `binary` in front of `servers` and waits until it accepts connections.
     pub fn start(binary: &str, servers: &[Server]) -> Haproxy {
+        Haproxy::start_with(binary, servers, true)
+    }
+
+    /// [`start`](Haproxy::start), and with `redispatch` false a balancer that never sends a
+    /// refused connection to another server (HAProxy's default): what a gateway must survive
+    /// by itself with `--drain-delay-ms`.
+    pub fn start_with(binary: &str, servers: &[Server], redispatch: bool) -> Haproxy {
         let dir = std::env::temp_dir().join(unique("haproxy"));
         std::fs::create_dir_all(&dir).expect("a directory for haproxy");
         let port = free_port();
         let config = dir.join("haproxy.cfg");
-        std::fs::write(&config, config_text(&dir, port, servers)).expect("haproxy.cfg");
+        std::fs::write(&config, config_text(&dir, port, servers, redispatch)).expect("haproxy.cfg");
         let checked = Command::new(binary)
             .args(["-c", "-q", "-f"])
             .arg(&config)
@@ -232,7 +239,7 @@ impl LoggedRequest {
 
 /// The configuration: one frontend on `port`, one backend of `servers`, the admin socket in
 /// `dir`, request lines on standard output.
-fn config_text(dir: &std::path::Path, port: u16, servers: &[Server]) -> String {
+fn config_text(dir: &std::path::Path, port: u16, servers: &[Server], redispatch: bool) -> String {
     let i = CHECK_INTERVAL.as_millis();
     let servers: String = servers
         .iter()
@@ -265,7 +272,7 @@ defaults
     # tries the same port again and then answers 503: 6 failed requests in a run of the drain
     # scenario (27 with no retries at all), none with these two lines.
     retries 3
-    option redispatch 1
+{redispatch}
     # A request sent to a gateway that closed the connection without a word (killed while it
     # held the request, or a keep-alive connection it closed as the request arrived) is sent
     # again to another gateway: "empty-response". The request may have reached the first
@@ -297,5 +304,10 @@ backend gateways
     default-server check inter {i}ms fastinter {i}ms downinter {i}ms fall {FALL} rise {RISE}
 {servers}"#,
         socket = dir.join("admin.sock").display(),
+        redispatch = if redispatch {
+            "    option redispatch 1"
+        } else {
+            "    # No redispatch here: a refused connection is tried on the same server only."
+        },
     )
 }
