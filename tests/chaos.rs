@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::mock::{MockKafka, PARTITIONS};
-use common::process::{Gateway, ackgate};
+use common::process::Gateway;
 use common::*;
 
 #[path = "chaos/broker_restart.rs"]
@@ -293,23 +293,6 @@ fn spawn_clients(
     clients
 }
 
-/// Runs `ackgate audit` of [`TOPIC`] against `acks_file`: its exit status and JSON report.
-fn audit(brokers: &str, acks_file: &std::path::Path) -> (Option<i32>, serde_json::Value) {
-    let audit = ackgate()
-        .args(["audit", "--kafka-brokers", brokers, "--topic", TOPIC])
-        .args(["--acks", &acks_file.display().to_string(), "--json"])
-        .output()
-        .expect("ackgate audit runs");
-    let report = serde_json::from_slice(&audit.stdout).unwrap_or_else(|e| {
-        panic!(
-            "ackgate audit prints JSON ({e}): {}{}",
-            String::from_utf8_lossy(&audit.stdout),
-            String::from_utf8_lossy(&audit.stderr)
-        )
-    });
-    (audit.status.code(), report)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of chaos; scripts/test.sh runs it with --ignored"]
 async fn the_promise_holds_under_kills_restarts_and_outages() {
@@ -410,17 +393,7 @@ async fn the_promise_holds_under_kills_restarts_and_outages() {
     )
     .unwrap();
     let records = consume_to_end(&kafka.brokers(), TOPIC, PARTITIONS);
-    let mut by_key: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
-    let mut without_header = Vec::new();
-    for record in &records {
-        match record.header("idempotency-key") {
-            Some(key) => by_key
-                .entry(String::from_utf8_lossy(key).into_owned())
-                .or_default()
-                .push((record.partition, record.offset)),
-            None => without_header.push((record.partition, record.offset)),
-        }
-    }
+    let (by_key, without_header) = by_idempotency_key(&records);
     let mut lost = Vec::new();
     for (key, body) in &ledger.acks {
         let ack: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -505,7 +478,7 @@ async fn the_promise_holds_under_kills_restarts_and_outages() {
     );
 
     // The audit tool agrees with this test's own count, duplicates not excused.
-    let (audit_exit, report) = audit(&kafka.brokers(), &acks_file);
+    let (audit_exit, report) = process::audit(&kafka.brokers(), TOPIC, &acks_file);
     eprintln!("ackgate audit: {}", report["problems"]);
     let audited_duplicates: BTreeSet<&str> = report["duplicate_keys"]
         .as_array()

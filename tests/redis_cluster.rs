@@ -74,15 +74,27 @@ async fn ready(http: &reqwest::Client, admin: u16, limit: Duration) -> Duration 
 
 /// The idempotency keys of the topic's records, with how often each is there.
 fn keys_in_kafka(topic: &str) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for record in consume_to_end(&kafka_brokers(), topic, PARTITIONS) {
-        let key = record
-            .header("idempotency-key")
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .expect("every record carries its idempotency key");
-        *seen.entry(key).or_insert(0) += 1;
-    }
-    seen
+    let (by_key, without_header) =
+        by_idempotency_key(&consume_to_end(&kafka_brokers(), topic, PARTITIONS));
+    assert!(
+        without_header.is_empty(),
+        "records without their key: {without_header:?}"
+    );
+    by_key
+        .into_iter()
+        .map(|(key, places)| (key, places.len()))
+        .collect()
+}
+
+/// A cluster of the test's own, a topic, and one gateway on them, ready.
+async fn one_gateway(name: &str) -> (Cluster, String, Gateway, reqwest::Client) {
+    let cluster = Cluster::start();
+    let topic = unique(name);
+    create_topic(&kafka_brokers(), &topic, PARTITIONS).await;
+    let (gateway, admin) = gateway(&cluster, &unique(&format!("ackgate-{name}")));
+    let http = reqwest::Client::new();
+    ready(&http, admin, Duration::from_secs(20)).await;
+    (cluster, topic, gateway, http)
 }
 
 /// `post`, again while the answer is 409: the gateway answers 201 as soon as Kafka has the
@@ -106,12 +118,7 @@ async fn post_settled(
 
 #[tokio::test]
 async fn single_events_batches_and_failure_records_work_on_a_cluster() {
-    let cluster = Cluster::start();
-    let topic = unique("cluster");
-    create_topic(&kafka_brokers(), &topic, PARTITIONS).await;
-    let (gateway, admin) = gateway(&cluster, &unique("ackgate-cluster"));
-    let http = reqwest::Client::new();
-    ready(&http, admin, Duration::from_secs(20)).await;
+    let (cluster, topic, gateway, http) = one_gateway("cluster").await;
 
     // Single events: the keys fall in slots of every master.
     let keys: Vec<String> = (0..30).map(|i| format!("single-{i}")).collect();
@@ -184,12 +191,7 @@ async fn single_events_batches_and_failure_records_work_on_a_cluster() {
 
 #[tokio::test]
 async fn scripts_flushed_from_every_node_are_loaded_again() {
-    let cluster = Cluster::start();
-    let topic = unique("cluster-noscript");
-    create_topic(&kafka_brokers(), &topic, PARTITIONS).await;
-    let (gateway, admin) = gateway(&cluster, &unique("ackgate-noscript"));
-    let http = reqwest::Client::new();
-    ready(&http, admin, Duration::from_secs(20)).await;
+    let (cluster, topic, gateway, http) = one_gateway("cluster-noscript").await;
     for i in 0..10 {
         let reply = post(&http, &gateway, &topic, &format!("before-{i}"), "{}", &[]).await;
         assert_eq!(reply.status, 201, "{}", reply.body);

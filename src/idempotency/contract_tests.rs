@@ -54,28 +54,28 @@ macro_rules! contract {
             #[tokio::test]
             async fn redis() {
                 let scratch = Scratch::new();
-                let store = RedisStore::new(
-                    scratch.conn.clone(),
-                    &scratch.prefix,
-                    $lifetimes,
-                    Duration::from_secs(5),
-                );
+                let store = super::redis_store(&scratch, $lifetimes);
                 scratch.run(super::$case(&store)).await;
             }
 
             #[tokio::test]
             async fn redis_cluster() {
                 let scratch = Scratch::cluster();
-                let store = RedisStore::new(
-                    scratch.conn.clone(),
-                    &scratch.prefix,
-                    $lifetimes,
-                    Duration::from_secs(5),
-                );
+                let store = super::redis_store(&scratch, $lifetimes);
                 scratch.run(super::$case(&store)).await;
             }
         }
     };
+}
+
+/// The Redis store on `scratch`'s connection and prefix.
+fn redis_store(scratch: &crate::test_redis::Scratch, lifetimes: Lifetimes) -> RedisStore {
+    RedisStore::new(
+        scratch.conn.clone(),
+        &scratch.prefix,
+        lifetimes,
+        Duration::from_secs(5),
+    )
 }
 
 contract!(a_fresh_key_is_claimed, LONG);

@@ -238,21 +238,25 @@ where
     F: Fn(RedisConn, Vec<&'k K>) -> Fut,
     Fut: Future<Output = Result<Vec<T>, StoreError>>,
 {
-    let groups: Vec<Vec<usize>> = if keys.is_empty() {
-        Vec::new()
-    } else if conn.is_cluster() {
-        let mut slots: Vec<(Slot, Vec<usize>)> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let slot = Slot::for_key(record_key(key));
-            match slots.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, group)) => group.push(i),
-                None => slots.push((slot, vec![i])),
-            }
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    // One server: one call for every key, answered in order.
+    if !conn.is_cluster() {
+        return match call(conn.clone(), keys.iter().collect()).await {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(error) => keys.iter().map(|_| Err(error.clone())).collect(),
+        };
+    }
+    let mut slots: Vec<(Slot, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let slot = Slot::for_key(record_key(key));
+        match slots.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, group)) => group.push(i),
+            None => slots.push((slot, vec![i])),
         }
-        slots.into_iter().map(|(_, group)| group).collect()
-    } else {
-        vec![(0..keys.len()).collect()]
-    };
+    }
+    let groups: Vec<Vec<usize>> = slots.into_iter().map(|(_, group)| group).collect();
     let answers = join_all(
         groups
             .iter()

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::common::haproxy::{Haproxy, Server};
-use crate::common::process::{Gateway, ackgate};
+use crate::common::process::Gateway;
 use crate::common::*;
 
 pub(crate) const REPLICAS: usize = 3;
@@ -295,26 +295,9 @@ impl Fleet {
         let acks_file = std::env::temp_dir().join(format!("{}-acks.jsonl", self.topic));
         let lines: Vec<&str> = acks.iter().map(|a| a.as_str()).collect();
         std::fs::write(&acks_file, lines.join("\n")).expect("the acks file");
-        let audit = ackgate()
-            .args([
-                "audit",
-                "--kafka-brokers",
-                &self.brokers,
-                "--topic",
-                &self.topic,
-            ])
-            .args(["--acks", &acks_file.display().to_string(), "--json"])
-            .output()
-            .expect("ackgate audit runs");
-        let report = serde_json::from_slice(&audit.stdout).unwrap_or_else(|e| {
-            panic!(
-                "ackgate audit prints JSON ({e}): {}{}",
-                String::from_utf8_lossy(&audit.stdout),
-                String::from_utf8_lossy(&audit.stderr)
-            )
-        });
+        let audited = process::audit(&self.brokers, &self.topic, &acks_file);
         let _ = std::fs::remove_file(&acks_file);
-        (audit.status.code(), report)
+        audited
     }
 }
 
@@ -346,17 +329,8 @@ impl Fleet {
         acks: impl IntoIterator<Item = (&'a String, &'a String)>,
     ) -> KafkaCheck {
         let records = self.records();
-        let mut by_key: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
-        let mut without_header = 0;
-        for record in &records {
-            match record.header("idempotency-key") {
-                Some(key) => by_key
-                    .entry(String::from_utf8_lossy(key).into_owned())
-                    .or_default()
-                    .push((record.partition, record.offset)),
-                None => without_header += 1,
-            }
-        }
+        let (by_key, without_header) = by_idempotency_key(&records);
+        let without_header = without_header.len();
         let mut lost = Vec::new();
         for (key, body) in acks {
             let ack: serde_json::Value = serde_json::from_str(body).expect("a 201 body");

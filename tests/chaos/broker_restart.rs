@@ -121,17 +121,7 @@ async fn the_promise_holds_when_the_broker_restarts_empty_under_load() {
     }
 
     let records = consume_to_end(&broker.brokers(), TOPIC, PARTITIONS);
-    let mut by_key: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
-    let mut without_header = Vec::new();
-    for record in &records {
-        match record.header("idempotency-key") {
-            Some(key) => by_key
-                .entry(String::from_utf8_lossy(key).into_owned())
-                .or_default()
-                .push((record.partition, record.offset)),
-            None => without_header.push((record.partition, record.offset)),
-        }
-    }
+    let (by_key, without_header) = by_idempotency_key(&records);
     // What the broker can still hold: the answers given once it was back.
     let since_back: Vec<(&String, &String)> = ledger
         .acks
@@ -179,7 +169,7 @@ async fn the_promise_holds_when_the_broker_restarts_empty_under_load() {
     let acks_file = std::env::temp_dir().join(format!("{prefix}-acks.jsonl"));
     let lines: Vec<&str> = since_back.iter().map(|(_, body)| body.as_str()).collect();
     std::fs::write(&acks_file, lines.join("\n")).unwrap();
-    let (audit_exit, report) = audit(&broker.brokers(), &acks_file);
+    let (audit_exit, report) = process::audit(&broker.brokers(), TOPIC, &acks_file);
 
     eprintln!(
         "chaos (broker restart) figures: sent {} events, acknowledged {} ({} before the \

@@ -23,7 +23,7 @@ pub use auth_file::AuthFile;
 #[allow(unused_imports)]
 pub use routes::{Pending, path_segment};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -265,6 +265,26 @@ impl Record {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_slice())
     }
+}
+
+/// A record's place in a topic: (partition, offset).
+pub type Place = (i32, i64);
+
+/// Where each idempotency key is in `records`, and where the records that carry no
+/// `idempotency-key` header are.
+pub fn by_idempotency_key(records: &[Record]) -> (BTreeMap<String, Vec<Place>>, Vec<Place>) {
+    let mut by_key: BTreeMap<String, Vec<Place>> = BTreeMap::new();
+    let mut without_header = Vec::new();
+    for record in records {
+        match record.header("idempotency-key") {
+            Some(key) => by_key
+                .entry(String::from_utf8_lossy(key).into_owned())
+                .or_default()
+                .push((record.partition, record.offset)),
+            None => without_header.push((record.partition, record.offset)),
+        }
+    }
+    (by_key, without_header)
 }
 
 /// Every record of `topic`, read to the end of every partition: what every count of records

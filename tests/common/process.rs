@@ -215,6 +215,28 @@ pub struct Takeover {
     pub attempt: u64,
 }
 
+/// `ackgate audit` of `topic` against the 201 bodies in `acks_file`, as an operator runs it:
+/// its exit status and JSON report.
+pub fn audit(
+    brokers: &str,
+    topic: &str,
+    acks_file: &std::path::Path,
+) -> (Option<i32>, serde_json::Value) {
+    let audit = ackgate()
+        .args(["audit", "--kafka-brokers", brokers, "--topic", topic])
+        .args(["--acks", &acks_file.display().to_string(), "--json"])
+        .output()
+        .expect("ackgate audit runs");
+    let report = serde_json::from_slice(&audit.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ackgate audit prints JSON ({e}): {}{}",
+            String::from_utf8_lossy(&audit.stdout),
+            String::from_utf8_lossy(&audit.stderr)
+        )
+    });
+    (audit.status.code(), report)
+}
+
 /// Publishes events with many record keys through a gateway process, so that its producer has
 /// its id, the metadata and a connection to every partition leader before a test slows the
 /// brokers down (a message for a leader not yet connected under injected latency times out

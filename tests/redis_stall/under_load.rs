@@ -6,7 +6,7 @@
 //! load goes on until every key a stalled claim held is free again. Every key must be in Kafka
 //! once, every acknowledgement where it said, and `ackgate audit` clean.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::common::client::{BACKOFF_MAX, CarefulClient, Rng};
 use super::common::faults::{metric_value, redis_now_ms};
 use super::common::mock::{MockKafka, PARTITIONS};
-use super::common::process::{Gateway, ackgate};
+use super::common::process::Gateway;
 use super::common::*;
 
 const TOPIC: &str = "redis-stall-load";
@@ -217,17 +217,8 @@ async fn a_redis_stall_longer_than_the_lease_under_load_publishes_every_key_once
 
     // What is in Kafka, against every acknowledgement, and what the audit says.
     let records = consume_to_end(&kafka.brokers(), TOPIC, PARTITIONS);
-    let mut by_key: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
-    let mut without_header = 0;
-    for record in &records {
-        match record.header("idempotency-key") {
-            Some(key) => by_key
-                .entry(String::from_utf8_lossy(key).into_owned())
-                .or_default()
-                .push((record.partition, record.offset)),
-            None => without_header += 1,
-        }
-    }
+    let (by_key, without_header) = by_idempotency_key(&records);
+    let without_header = without_header.len();
     let duplicated: Vec<(&String, &Vec<(i32, i64)>)> =
         by_key.iter().filter(|(_, at)| at.len() > 1).collect();
     let lost: Vec<&String> = ledger
@@ -246,19 +237,7 @@ async fn a_redis_stall_longer_than_the_lease_under_load_publishes_every_key_once
     let acks_file = std::env::temp_dir().join(format!("{prefix}-acks.jsonl"));
     let acks: Vec<&str> = ledger.acks.values().map(String::as_str).collect();
     std::fs::write(&acks_file, acks.join("\n")).unwrap();
-    let audit = ackgate()
-        .args([
-            "audit",
-            "--kafka-brokers",
-            &kafka.brokers(),
-            "--topic",
-            TOPIC,
-        ])
-        .args(["--acks", &acks_file.display().to_string(), "--json"])
-        .output()
-        .expect("ackgate audit runs");
-    let report: serde_json::Value = serde_json::from_slice(&audit.stdout)
-        .unwrap_or_else(|e| panic!("ackgate audit prints JSON ({e})"));
+    let (audit_exit, report) = process::audit(&kafka.brokers(), TOPIC, &acks_file);
 
     let acks_between = |from: Duration, to: Duration| {
         let times = ledger.ack_times.iter();
@@ -291,7 +270,7 @@ async fn a_redis_stall_longer_than_the_lease_under_load_publishes_every_key_once
         records.len(),
         duplicated.len(),
         lost.len(),
-        audit.status.code(),
+        audit_exit,
         report["problems"],
     );
 
@@ -321,12 +300,10 @@ async fn a_redis_stall_longer_than_the_lease_under_load_publishes_every_key_once
         format!("{without_header} records without the header"),
     );
     check(
-        audit.status.code() == Some(0) && report["records_read"] == records.len(),
+        audit_exit == Some(0) && report["records_read"] == records.len(),
         format!(
             "ackgate audit is clean: exit {:?}, read {}, {}",
-            audit.status.code(),
-            report["records_read"],
-            report["problems"]
+            audit_exit, report["records_read"], report["problems"]
         ),
     );
     check(
