@@ -58,6 +58,13 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=9))]
     pub brokers: i32,
 
+    /// Delay every answer of every mock broker by this many milliseconds: a slow Kafka, to try
+    /// a client's handling of 202, of its own timeouts and of 504 (with --wait-timeout-ms and
+    /// --delivery-timeout-ms below it).
+    #[arg(long, default_value_t = 0, value_name = "MS",
+        value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub kafka_rtt_ms: u64,
+
     #[command(flatten)]
     pub settings: Settings,
 }
@@ -75,11 +82,21 @@ pub async fn run(
             .create_topic(&topic.name, topic.partitions, replication)
             .with_context(|| format!("could not create topic {}", topic.name))?;
     }
+    if args.kafka_rtt_ms > 0 {
+        let rtt = std::time::Duration::from_millis(args.kafka_rtt_ms);
+        // The mock cluster numbers its brokers from 1.
+        for broker in 1..=args.brokers {
+            cluster
+                .broker_round_trip_time(broker, rtt)
+                .context("could not slow down the mock Kafka cluster")?;
+        }
+    }
+    let bootstrap = cluster.bootstrap_servers();
     let args_open = !args.settings.auth.is_configured();
     let https = args.settings.tls.is_enabled();
     let app = Application::build(Config {
         settings: args.settings,
-        kafka_brokers: cluster.bootstrap_servers(),
+        kafka_brokers: bootstrap.clone(),
         backend: Backend::Memory,
     })
     .await?;
@@ -101,6 +118,15 @@ pub async fn run(
         eprintln!("  admin         http://{admin}   (/healthz, /readyz, /metrics)");
     }
     eprintln!("  topics        {}", topics.join(", "));
+    // Any Kafka client (kcat, `ackgate audit`, a consumer under test) can read the mock
+    // cluster while this process runs.
+    eprintln!("  kafka         {bootstrap}   (in-process mock cluster)");
+    if args.kafka_rtt_ms > 0 {
+        eprintln!(
+            "  slow kafka    every broker answers {} ms late (--kafka-rtt-ms)",
+            args.kafka_rtt_ms
+        );
+    }
     if args_open {
         eprintln!(
             "  auth          OFF: no credentials needed (give --auth-file or --jwt-* to try them)"
