@@ -13,7 +13,7 @@ use utoipa::ToSchema;
     "timestamp": "2026-11-23T14:00:00.123Z", "idempotency_key": "7f1c9a0e-order-1001"
 }))]
 pub(crate) struct Persisted {
-    /// Always `persisted`.
+    #[schema(schema_with = always_persisted)]
     pub status: String,
     pub topic: String,
     pub partition: i32,
@@ -31,12 +31,56 @@ pub(crate) struct Persisted {
     "links": {"status": "/v1/topics/orders/events/7f1c9a0e-order-1001"}
 }))]
 pub(crate) struct Accepted {
-    /// Always `accepted`.
+    #[schema(schema_with = always_accepted)]
     pub status: String,
     pub topic: String,
     pub idempotency_key: String,
     pub detail: String,
     pub links: StatusLinks,
+}
+
+/// A string that is always `value`: a one-value enum, so that generated clients get a literal
+/// type to tell the answers apart by, and refuse another kind of document in its place.
+fn always(value: &str, description: &str) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([value]))
+        .description(Some(description))
+        .build()
+}
+
+fn always_persisted() -> utoipa::openapi::Object {
+    always(
+        "persisted",
+        "Always `persisted`: it tells this document from an `Accepted` one and a problem.",
+    )
+}
+
+fn always_accepted() -> utoipa::openapi::Object {
+    always(
+        "accepted",
+        "Always `accepted`: it tells this document from a `Persisted` one and a problem.",
+    )
+}
+
+/// Any answer to one event: `201` `Persisted`, `202` `Accepted` or a problem document (the
+/// HTTP status says which). Each has required fields the others lack.
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum EventAnswer {
+    Persisted(Persisted),
+    Accepted(Accepted),
+    Problem(Problem),
+}
+
+/// A final answer to one event: `Persisted` (`201`) or a problem document.
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum FinalAnswer {
+    Persisted(Persisted),
+    Problem(Problem),
 }
 
 /// Where to follow an accepted event.
@@ -63,7 +107,7 @@ pub(crate) struct EventStatus {
     /// The HTTP status of the final answer, once there is one.
     pub answer_status: Option<u16>,
     /// The final answer's body: a `Persisted` body or a problem document.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<FinalAnswer>)]
     pub answer: Option<Box<serde_json::value::RawValue>>,
 }
 
@@ -84,25 +128,29 @@ pub(crate) struct BatchRequest {
 }
 
 /// One event of a batch: what `POST /v1/topics/{topic}/events` takes in headers and body, as
-/// fields. Exactly one of `value` and `value_base64`.
+/// fields. Exactly one of `value` and `value_base64`. Leave a field out rather than send
+/// `null`: only `value` may be `null` (a record value of `null`).
 #[allow(dead_code)]
 #[derive(Debug, ToSchema)]
 pub(crate) struct BatchEvent {
     /// 1-255 visible ASCII characters; the same key space as the `Idempotency-Key` header.
     pub idempotency_key: String,
     /// The record key (decides the partition).
+    #[schema(value_type = String, required = false)]
     pub key: Option<String>,
-    /// Record headers, in this order. `idempotency-key`, `content-type` and the prefix `dlt-`
-    /// are reserved.
-    #[schema(value_type = Option<Object>, additional_properties = true)]
+    /// Record headers (string values), in this order. `idempotency-key`, `content-type` and
+    /// the prefix `dlt-` are reserved.
+    #[schema(value_type = std::collections::BTreeMap<String, String>, required = false)]
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
     /// Any JSON: the record value is this JSON text exactly as it appears in the request, with
     /// record header `content-type: application/json` (or `content_type`, a JSON type).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = serde_json::Value, required = false)]
     pub value: Option<serde_json::Value>,
     /// The record value as standard base64 (with padding): raw bytes.
+    #[schema(value_type = String, format = Byte, required = false)]
     pub value_base64: Option<String>,
     /// Copied to the record header `content-type`. A JSON type requires a value that parses.
+    #[schema(value_type = String, required = false)]
     pub content_type: Option<String>,
 }
 
@@ -125,7 +173,7 @@ pub(crate) struct BatchResult {
     /// The first answer to this key, again (`Idempotent-Replayed: true` alone).
     pub replayed: bool,
     /// The body it would have had alone: a `Persisted` or `Accepted` document, or a problem.
-    #[schema(value_type = Object)]
+    #[schema(value_type = EventAnswer)]
     pub body: Box<serde_json::value::RawValue>,
     /// Seconds to wait before retrying this event, where `Retry-After` would have been sent.
     #[serde(skip_serializing_if = "Option::is_none")]

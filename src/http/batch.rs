@@ -54,15 +54,15 @@ pub(crate) struct BatchLimits {
     ),
     request_body(content = BatchRequest, content_type = "application/json"),
     responses(
-        (status = 207, description = "One result per event, in request order: the status and body that event alone would have got. Retry only the events whose result asks for it, with the same idempotency keys.", body = BatchResponse),
+        (status = 207, description = "One result per event, in request order: the status and body that event alone would have got. Retry only the events whose result asks for it, with the same idempotency keys.", body = BatchResponse, headers(("RateLimit-Policy" = String, description = "When the client has a rate: `\"client\";q=<events per second>;w=1` (IETF ratelimit-headers draft)."), ("RateLimit" = String, description = "When the client has a rate: `\"client\";r=<events left>;t=<seconds until the quota is whole>`."))),
         (status = 400, description = "`invalid-json` (the body is not JSON), `invalid-batch` (no `events` array, or it is empty) or `duplicate-idempotency-key` (two events name one key), or an invalid topic. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"ackgate\"`, with `error=\"invalid_token\"` for a credential that was sent but is not valid."))),
         (status = 403, description = "`topic-forbidden`: this client may not publish to this topic. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The topic does not exist. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within the body read timeout. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`too-many-events` (more than `--max-batch-events`) or `payload-too-large` (more than `--max-batch-bytes`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported-media-type`: the body must be `application/json`. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The gateway or this client has as many requests in progress as it accepts (`overloaded`). Nothing was stored; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The gateway or this client has as many requests in progress as it accepts (`overloaded`). Nothing was stored; retry after `Retry-After`.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u32, description = "Seconds to wait before retrying with the same Idempotency-Key; sent only where waiting may change the answer."))),
     )
 )]
 pub(crate) async fn publish_batch(

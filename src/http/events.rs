@@ -21,6 +21,13 @@ use crate::event::{IdempotencyKey, KeyScope, TopicName};
 use crate::idempotency::{KeyStatus, Settlement, StoredAnswer};
 use crate::pipeline::{Refusal, stored_body};
 
+/// Any bytes, with any content type: the record value as sent. (Documents the request body; the
+/// handler reads the body as it comes.)
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub(crate) struct RecordBytes(Vec<u8>);
+
 /// Publish one event and wait for Kafka's acknowledgement.
 ///
 /// The body is the record value, forwarded byte for byte. The answer comes only after every
@@ -37,29 +44,38 @@ use crate::pipeline::{Refusal, stored_body};
     params(
         ("topic" = String, Path, description = "Kafka topic: 1-249 characters of [a-zA-Z0-9._-]. It must exist."),
         ("Idempotency-Key" = String, Header, description = "Required. 1-255 visible ASCII characters; the bare form or an RFC 8941 string (\"…\"). One key names one event: the same key with a different topic, key, headers or body is refused with 422."),
-        ("Kafka-Key" = Option<String>, Header, description = "The record key (decides the partition)."),
+        ("Kafka-Key" = Option<String>, Header, nullable = false, description = "The record key (decides the partition)."),
         // OpenAPI has no templated header names, and `{`/`}` may not appear in an HTTP header
         // name: one concrete example stands for the whole `Kafka-Header-<name>` family.
-        ("Kafka-Header-Trace-Id" = Option<String>, Header, description = "An example of the `Kafka-Header-<name>` family: every request header `Kafka-Header-<name>` becomes record header `<name>` (lower-cased, as HTTP header names are case-insensitive), so this one becomes `trace-id`. `idempotency-key` and `content-type` are reserved, and so is the prefix `dlt-` of the headers the gateway writes on dead-letter copies (`invalid-header`)."),
-        ("Content-Type" = Option<String>, Header, description = "Copied to the record header `content-type`. A JSON type (application/json, */*+json) requires a body that parses as JSON."),
+        ("Kafka-Header-Trace-Id" = Option<String>, Header, nullable = false, description = "An example of the `Kafka-Header-<name>` family: every request header `Kafka-Header-<name>` becomes record header `<name>` (lower-cased, as HTTP header names are case-insensitive), so this one becomes `trace-id`. `idempotency-key` and `content-type` are reserved, and so is the prefix `dlt-` of the headers the gateway writes on dead-letter copies (`invalid-header`)."),
     ),
-    request_body(content = String, description = "The record value, forwarded byte for byte.",
-        content_type = "application/json", example = json!({"order": 1001, "total": 42.5})),
+    // No `Content-Type` parameter: OpenAPI ignores header parameters of that name; the
+    // content type is the request body's.
+    request_body(
+        description = "The record value, forwarded byte for byte: any JSON value, or any bytes \
+            with any content type. The request's `Content-Type` is copied to the record header \
+            `content-type`; a JSON type (application/json, */*+json) requires a body that parses \
+            as JSON.",
+        content(
+            (serde_json::Value = "application/json", example = json!({"order": 1001, "total": 42.5})),
+            (inline(RecordBytes) = "*/*"),
+        ),
+    ),
     responses(
-        (status = 201, description = "Kafka acknowledged the record (acks=all). Replays carry `Idempotent-Replayed: true`.", body = Persisted),
-        (status = 202, description = "No answer from Kafka within the wait timeout; the delivery goes on. `Location` points to the event's status. Retries of the key get this same answer until the delivery settles.", body = Accepted),
+        (status = 201, description = "Kafka acknowledged the record (acks=all). Replays carry `Idempotent-Replayed: true`.", body = Persisted, headers(("Idempotent-Replayed" = String, description = "`true` when this is the first answer to this key again: nothing was published this time."), ("RateLimit-Policy" = String, description = "When the client has a rate: `\"client\";q=<events per second>;w=1` (IETF ratelimit-headers draft)."), ("RateLimit" = String, description = "When the client has a rate: `\"client\";r=<events left>;t=<seconds until the quota is whole>`."))),
+        (status = 202, description = "No answer from Kafka within the wait timeout; the delivery goes on. `Location` points to the event's status. Retries of the key get this same answer until the delivery settles.", body = Accepted, headers(("Location" = String, description = "The event's status resource (as `links.status`)."), ("RateLimit-Policy" = String, description = "When the client has a rate: `\"client\";q=<events per second>;w=1` (IETF ratelimit-headers draft)."), ("RateLimit" = String, description = "When the client has a rate: `\"client\";r=<events left>;t=<seconds until the quota is whole>`."))),
         (status = 400, description = "Invalid topic name, Idempotency-Key, header or JSON body. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`topic-forbidden`: this client may not publish to this topic (its grants do not name it; internal topics — `_…` and `….dlt` — need a grant that names them literally); nothing was stored. `topic-not-authorized`: Kafka refused the gateway itself; a failure record keeps the event.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"ackgate\"`, with `error=\"invalid_token\"` for a credential that was sent but is not valid."))),
+        (status = 403, description = "`topic-forbidden`: this client may not publish to this topic (its grants do not name it; internal topics — `_…` and `….dlt` — need a grant that names them literally); nothing was stored. `topic-not-authorized`: Kafka refused the gateway itself; a failure record keeps the event.", body = Problem, content_type = "application/problem+json", headers(("Idempotent-Replayed" = String, description = "`true` when this is the first answer to this key again: nothing was published this time."))),
         (status = 404, description = "The topic does not exist. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within the body read timeout. Nothing was stored.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A request with this key is in progress; retry after `Retry-After` seconds. Nothing was published.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this key is in progress; retry after `Retry-After` seconds. Nothing was published.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u32, description = "Seconds to wait before retrying with the same Idempotency-Key; sent only where waiting may change the answer."))),
         (status = 413, description = "The body exceeds the size limit, or Kafka refused the record as too large.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The key was used before with a different event (`idempotency-key-reused`), or Kafka rejected the record (`record-rejected`).", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate-limited`: this client is past its events per second. Nothing was stored; retry after `Retry-After` seconds. `RateLimit-Policy` and `RateLimit` (IETF draft) describe the quota.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis or Kafka unavailable, or the gateway is overloaded. `persistence` says whether the event may be in Kafka; `failure_id` names the failure record that keeps it. Retry after `Retry-After` when it is given.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate-limited`: this client is past its events per second. Nothing was stored; retry after `Retry-After` seconds. `RateLimit-Policy` and `RateLimit` (IETF draft) describe the quota.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u32, description = "Seconds to wait before retrying with the same Idempotency-Key; sent only where waiting may change the answer."), ("RateLimit-Policy" = String, description = "When the client has a rate: `\"client\";q=<events per second>;w=1` (IETF ratelimit-headers draft)."), ("RateLimit" = String, description = "When the client has a rate: `\"client\";r=<events left>;t=<seconds until the quota is whole>`."))),
+        (status = 503, description = "Redis or Kafka unavailable, or the gateway is overloaded. `persistence` says whether the event may be in Kafka; `failure_id` names the failure record that keeps it. Retry after `Retry-After` when it is given.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u32, description = "Seconds to wait before retrying with the same Idempotency-Key; sent only where waiting may change the answer."), ("Idempotent-Replayed" = String, description = "`true` when this is the first answer to this key again: nothing was published this time."))),
         (status = 500, description = "The delivery ended without an answer (a defect in the gateway): the event may or may not be in Kafka. GET its status; once the key's lease and the takeover grace have run out, a retry with the same Idempotency-Key takes over.", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "Kafka did not acknowledge within the delivery timeout; the event may have been written. The key stays pinned to this answer and a failure record keeps the event.", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "Kafka did not acknowledge within the delivery timeout; the event may have been written. The key stays pinned to this answer and a failure record keeps the event.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u32, description = "Seconds to wait before retrying with the same Idempotency-Key; sent only where waiting may change the answer."), ("Idempotent-Replayed" = String, description = "`true` when this is the first answer to this key again: nothing was published this time."))),
     )
 )]
 pub(crate) async fn publish_event(
@@ -99,9 +115,9 @@ pub(crate) async fn publish_event(
     responses(
         (status = 200, description = "The outcome so far", body = EventStatus),
         (status = 400, description = "Invalid topic or key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"ackgate\"`, with `error=\"invalid_token\"` for a credential that was sent but is not valid."))),
         (status = 404, description = "No record of this client's key: never sent, refused before it was stored, expired, or another client's (keys are scoped by client)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The idempotency store is unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The idempotency store is unavailable", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u32, description = "Seconds to wait before retrying with the same Idempotency-Key; sent only where waiting may change the answer."))),
     )
 )]
 pub(crate) async fn event_status(

@@ -61,7 +61,7 @@ pub(crate) struct DiscardRequest {
     responses(
         (status = 200, description = "One page of records", body = FailurePage),
         (status = 400, description = "Invalid filter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"ackgate\"`, with `error=\"invalid_token\"` for a credential that was sent but is not valid."))),
         (status = 403, description = "`forbidden`: this client is not an operator. Nothing was changed.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The failure store is unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -120,7 +120,7 @@ pub(crate) async fn list_failures(
     params(("id" = String, Path, description = "The failure id from the error response")),
     responses(
         (status = 200, description = "The failure record", body = FailureRecord),
-        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"ackgate\"`, with `error=\"invalid_token\"` for a credential that was sent but is not valid."))),
         (status = 403, description = "`forbidden`: this client is neither an operator nor the client whose event the record holds (asked of a record that does not exist, it answers the same).", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The failure store is unavailable", body = Problem, content_type = "application/problem+json"),
@@ -171,18 +171,22 @@ pub(crate) async fn get_failure(
 #[utoipa::path(post, path = "/v1/failures/{id}/retry", tag = "failures",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The failure id")),
-    request_body(content = Option<RetryRequest>, content_type = "application/json"),
+    // Optional, and never `null`: a `ref` keeps `required` off without the `oneOf [null, …]`
+    // that `Option<RetryRequest>` would make (a generated client then sends `null`, which is
+    // not a `RetryRequest`).
+    request_body(content = ref("#/components/schemas/RetryRequest"), content_type = "application/json",
+        description = "Optional: no body is the same as `{}`."),
     responses(
         (status = 200, description = "Published: the record is resolved", body = FailureRecord),
-        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"ackgate\"`, with `error=\"invalid_token\"` for a credential that was sent but is not valid."))),
         (status = 400, description = "The body is not empty and not a valid `RetryRequest`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: this client is not an operator (nothing was changed); or `topic-not-authorized`: Kafka refused again, the gateway may not write to the topic (the record is open again)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The record is not open (already retrying, resolved or discarded), or its key is in flight", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Kafka refused again: the record is too large (the record is open again)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Kafka refused again: the record was rejected (the record is open again)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Kafka refused again (the record is open again), or a store is unavailable", body = Problem, content_type = "application/problem+json"),
-        (status = 504, description = "Kafka did not answer in time again (the record is open again)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Kafka refused again (the record is open again), or a store is unavailable", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent only where waiting may change the answer."))),
+        (status = 504, description = "Kafka did not answer in time again (the record is open again)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u32, description = "Seconds to wait before retrying; sent only where waiting may change the answer."))),
     ))]
 pub(crate) async fn retry_failure(
     State(state): State<Arc<AppState>>,
@@ -216,7 +220,7 @@ pub(crate) async fn retry_failure(
     request_body(content = DiscardRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Discarded", body = FailureRecord),
-        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No credentials, or unknown, expired or invalid ones (`unauthenticated`, with `WWW-Authenticate: Bearer`). Nothing was stored.", body = Problem, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"ackgate\"`, with `error=\"invalid_token\"` for a credential that was sent but is not valid."))),
         (status = 403, description = "`forbidden`: this client is not an operator. Nothing was changed.", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "No reason given", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such record", body = Problem, content_type = "application/problem+json"),

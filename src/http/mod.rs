@@ -88,7 +88,7 @@ pub(crate) struct AppState {
             Every `/v1` route needs `Authorization: Bearer <API key or JWT>` (use Authorize \
             above) unless the gateway runs with `--no-auth`. Idempotency keys belong to the \
             client that sent them: two clients never share one.",
-        license(name = "Apache-2.0"),
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
         events::publish_event,
@@ -114,6 +114,8 @@ pub(crate) struct AppState {
         crate::contract::BatchResult,
         crate::failures::FailureRecord,
         crate::failures::FailurePage,
+        // The retry's body names it by reference (it is optional).
+        failures::RetryRequest,
     )),
     modifiers(&BearerAuth),
     tags(
