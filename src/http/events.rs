@@ -21,13 +21,6 @@ use crate::event::{IdempotencyKey, KeyScope, TopicName};
 use crate::idempotency::{KeyStatus, Settlement, StoredAnswer};
 use crate::pipeline::{Refusal, stored_body};
 
-/// Any bytes, with any content type: the record value as sent. (Documents the request body; the
-/// handler reads the body as it comes.)
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub(crate) struct RecordBytes(Vec<u8>);
-
 /// Publish one event and wait for Kafka's acknowledgement.
 ///
 /// The body is the record value, forwarded byte for byte. The answer comes only after every
@@ -50,15 +43,17 @@ pub(crate) struct RecordBytes(Vec<u8>);
         ("Kafka-Header-Trace-Id" = Option<String>, Header, nullable = false, description = "An example of the `Kafka-Header-<name>` family: every request header `Kafka-Header-<name>` becomes record header `<name>` (lower-cased, as HTTP header names are case-insensitive), so this one becomes `trace-id`. `idempotency-key` and `content-type` are reserved, and so is the prefix `dlt-` of the headers the gateway writes on dead-letter copies (`invalid-header`)."),
     ),
     // No `Content-Type` parameter: OpenAPI ignores header parameters of that name; the
-    // content type is the request body's.
+    // content type is the request body's. The body is declared as JSON only: a second media type
+    // for raw bytes sorts first in the document (`*/*` before `application/json`), so Swagger UI
+    // and OpenAPI Generator take it as the default, and `application/octet-stream` beside JSON
+    // makes openapi-python-client 0.29 emit `isinstance(body, Any)`, which raises on every call.
     request_body(
-        description = "The record value, forwarded byte for byte: any JSON value, or any bytes \
-            with any content type. The request's `Content-Type` is copied to the record header \
-            `content-type`; a JSON type (application/json, */*+json) requires a body that parses \
-            as JSON.",
+        description = "The record value, forwarded byte for byte: any JSON value. The request's \
+            `Content-Type` is copied to the record header `content-type`; a JSON type \
+            (application/json, */*+json) requires a body that parses as JSON. Any other content \
+            type (e.g. `application/octet-stream`) takes any bytes as they are.",
         content(
             (serde_json::Value = "application/json", example = json!({"order": 1001, "total": 42.5})),
-            (inline(RecordBytes) = "*/*"),
         ),
     ),
     responses(
