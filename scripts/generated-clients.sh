@@ -215,4 +215,30 @@ node "$OUT/typescript-fetch/out/drive-fetch.js"
 step "drive: Java (OpenAPI Generator java, library native)"
 java -cp "$OUT/java/classes:$OUT/java/driver:$JAVA_CP" Drive
 
+# What the drivers were told is what Kafka holds: each gateway's mock cluster, read back by
+# `ackgate audit` through the address its banner printed, has every event once.
+audit_topic() {
+    local log="$1" report="$2" kafka
+    kafka="$(sed -n 's/^ *kafka  *\([^ ]*\) .*/\1/p' "$log" | head -n 1)"
+    [[ -n "$kafka" ]] || die "no 'kafka <address>' line in $log (the ackgate dev banner changed?)"
+    "$ACKGATE_BIN" audit --kafka-brokers "$kafka" --topic events --json --idle-ms 500 >"$report" ||
+        { cat "$report"; die "ackgate audit found problems in $log's Kafka"; }
+    python3 - "$report" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+problems = [name for name, bad in [
+    ("duplicate records", report["duplicate_records"]),
+    ("records without an idempotency-key header", report["records_without_header"]),
+    ("no record at all", report["records_read"] == 0),
+] if bad]
+if problems or not report["clean"]:
+    sys.exit(f"audit of {sys.argv[1]}: {', '.join(problems) or 'not clean'}")
+print(f"ok   {report['records_read']} records, {report['distinct_keys']} keys, no duplicates")
+PY
+}
+
+step "Kafka: ackgate audit of what the generated clients published"
+audit_topic "$OUT/ackgate-dev.log" "$OUT/audit.json"
+audit_topic "$OUT/ackgate-dev-slow.log" "$OUT/audit-slow.json"
+
 step "generated clients: all checks passed"
