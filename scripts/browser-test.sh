@@ -42,16 +42,7 @@ echo "node $(node --version), npm $(npm --version 2>/dev/null)"
 (cd tests/browser && npm ci --no-audit --no-fund)
 
 step "ensure the gateway binary"
-if [[ -z "${ACKGATE_BIN:-}" ]]; then
-    ACKGATE_BIN="target/debug/ackgate"
-    if [[ ! -x "$ACKGATE_BIN" ]]; then
-        ensure_cargo_on_path
-        echo "$ACKGATE_BIN is missing: cargo build --bin ackgate"
-        cargo build --bin ackgate
-    fi
-fi
-[[ -x "$ACKGATE_BIN" ]] || die "ACKGATE_BIN=$ACKGATE_BIN is not an executable"
-echo "$ACKGATE_BIN"
+ensure_gateway_bin
 
 step "start ackgate dev"
 mkdir -p "$OUT"

@@ -54,16 +54,7 @@ TSC="$CLIENTS/typescript/node_modules/.bin/tsc"
 export PATH="$VENV/bin:$PATH"
 
 step "ensure the gateway binary"
-if [[ -z "${ACKGATE_BIN:-}" ]]; then
-    ACKGATE_BIN="target/debug/ackgate"
-    if [[ ! -x "$ACKGATE_BIN" ]]; then
-        ensure_cargo_on_path
-        echo "$ACKGATE_BIN is missing: cargo build --bin ackgate"
-        cargo build --bin ackgate
-    fi
-fi
-[[ -x "$ACKGATE_BIN" ]] || die "ACKGATE_BIN=$ACKGATE_BIN is not an executable"
-echo "$ACKGATE_BIN"
+ensure_gateway_bin
 # The checked-in document is what users generate from; it must be the binary's.
 cmp -s <("$ACKGATE_BIN" openapi) openapi/openapi.json ||
     die "openapi/openapi.json is not what $ACKGATE_BIN prints (cargo run -q -- openapi > openapi/openapi.json)"

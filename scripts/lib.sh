@@ -143,6 +143,21 @@ _stop_test_services() {
     exit "$rc"
 }
 
+# ensure_gateway_bin: sets ACKGATE_BIN to the gateway binary to run: $ACKGATE_BIN when set (test.sh
+# exports the one `cargo test` built), else target/debug/ackgate, built when missing.
+ensure_gateway_bin() {
+    if [[ -z "${ACKGATE_BIN:-}" ]]; then
+        ACKGATE_BIN="$REPO/target/debug/ackgate"
+        if [[ ! -x "$ACKGATE_BIN" ]]; then
+            ensure_cargo_on_path
+            echo "$ACKGATE_BIN is missing: cargo build --bin ackgate"
+            (cd "$REPO" && cargo build --bin ackgate)
+        fi
+    fi
+    [[ -x "$ACKGATE_BIN" ]] || die "ACKGATE_BIN=$ACKGATE_BIN is not an executable"
+    echo "$ACKGATE_BIN"
+}
+
 # start_dev_gateway BIN PORT LOG [DEV ARGS...]: starts `BIN dev --listen 127.0.0.1:PORT` in the
 # background with its output in LOG, sets GATEWAY_PID and GATEWAY_URL, and waits until
 # GATEWAY_URL/readyz answers; dies when the gateway exits first or after READY_SECS (default 30).

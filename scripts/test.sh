@@ -4,8 +4,8 @@
 # hadolint are installed by the scripts that use them) and runs fmt, clippy, cargo deny (bans,
 # licenses, sources; advisories when the database can be fetched), the Rust tests (the slow
 # chaos, Redis-stall and load-balancer suites included), the k6 smoke, duplicates and batch
-# scripts, the browser test of /docs, the deploy-file checks and the release build the
-# Dockerfile runs.
+# scripts, the client examples and the clients generated from the OpenAPI document, the browser
+# test of /docs, the deploy-file checks and the release build the Dockerfile runs.
 #
 # Usage: scripts/test.sh [extra cargo test args...]   e.g. scripts/test.sh -- --nocapture
 #
@@ -162,6 +162,9 @@ export ACKGATE_BIN="$REPO/target/debug/ackgate"
 
 step "k6: smoke.js against ackgate dev; duplicates.js and batch.js against ackgate serve, then ackgate audit of their topics"
 bash scripts/k6.sh ci
+
+step "clients generated from openapi/openapi.json (Python, TypeScript ×2, Java) driven against ackgate dev"
+bash scripts/generated-clients.sh
 
 step "schemathesis: the running gateway against its own OpenAPI document"
 bash scripts/schemathesis.sh
