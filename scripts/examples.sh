@@ -30,7 +30,9 @@ node_major="$(node -p 'process.versions.node.split(".")[0]')"
 ((node_major >= 20)) || die "Node.js $(node --version) is too old: the JavaScript example needs 20 or newer (global fetch)"
 command -v java >/dev/null 2>&1 || die "java is not installed (the Java example needs a JDK 17 or newer)"
 java_major="$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = \([0-9]*\).*/\1/p')"
-[[ -n "$java_major" ]] && ((java_major >= 17)) || die "java ${java_major:-?} is too old: the Java example needs 17 or newer"
+if [[ -z "$java_major" ]] || ((java_major < 17)); then
+    die "java ${java_major:-?} is too old: the Java example needs 17 or newer"
+fi
 echo "$(python3 --version), node $(node --version), java $java_major"
 
 step "ensure the gateway binary"
