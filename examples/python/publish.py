@@ -152,6 +152,8 @@ def publish(base_url, topic, key, event, token, attempt_timeout_s=15.0, deadline
 
 def _request(method, url, headers, body, timeout):
     """(status, headers, parsed JSON body) or (None, None, error text) when no answer came."""
+    # urllib's timeout bounds connecting and each wait for bytes, which is what a gateway that
+    # does not answer trips; it is not a bound on a slowly trickling answer.
     req = urllib.request.Request(url, data=body, headers=headers, method=method)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
