@@ -36,17 +36,7 @@ fi
 echo "$(python3 --version), node $(node --version), java $java_major"
 
 step "ensure the gateway binary"
-if [[ -z "${ACKGATE_BIN:-}" ]]; then
-    ACKGATE_BIN="target/debug/ackgate"
-    if [[ ! -x "$ACKGATE_BIN" ]]; then
-        ensure_cargo_on_path
-        echo "$ACKGATE_BIN is missing: cargo build --bin ackgate"
-        cargo build --bin ackgate
-    fi
-fi
-[[ -x "$ACKGATE_BIN" ]] || die "ACKGATE_BIN=$ACKGATE_BIN is not an executable"
-ACKGATE_BIN="$(cd "$(dirname "$ACKGATE_BIN")" && pwd)/$(basename "$ACKGATE_BIN")"
-echo "$ACKGATE_BIN"
+ensure_gateway_bin
 
 rm -rf "$OUT"
 mkdir -p "$OUT"

@@ -155,6 +155,8 @@ ensure_gateway_bin() {
         fi
     fi
     [[ -x "$ACKGATE_BIN" ]] || die "ACKGATE_BIN=$ACKGATE_BIN is not an executable"
+    # Absolute, for scripts that run it from another directory.
+    ACKGATE_BIN="$(cd "$(dirname "$ACKGATE_BIN")" && pwd)/$(basename "$ACKGATE_BIN")"
     echo "$ACKGATE_BIN"
 }
 

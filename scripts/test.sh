@@ -163,6 +163,9 @@ export ACKGATE_BIN="$REPO/target/debug/ackgate"
 step "k6: smoke.js against ackgate dev; duplicates.js and batch.js against ackgate serve, then ackgate audit of their topics"
 bash scripts/k6.sh ci
 
+step "client examples (Python, JavaScript, Java) against ackgate dev through a fault proxy, then ackgate audit"
+bash scripts/examples.sh
+
 step "clients generated from openapi/openapi.json (Python, TypeScript ×2, Java) driven against ackgate dev"
 bash scripts/generated-clients.sh
 
