@@ -128,6 +128,9 @@ add_gateway accept ready --kafka-rtt-ms 600 --wait-timeout-ms 150
 for lang in "${LANGUAGES[@]}"; do
     add_gateway "timeout-$lang" alive --kafka-rtt-ms 1300 --delivery-timeout-ms 3000 \
         --wait-timeout-ms 6000 --kafka-property linger.ms=2400
+    # The same delivery answered 202 first: the example polls Location until `failed`.
+    add_gateway "accept-timeout-$lang" alive --kafka-rtt-ms 1300 --delivery-timeout-ms 3000 \
+        --wait-timeout-ms 500 --kafka-property linger.ms=2400
 done
 
 step "run the examples' scenarios (tests/examples/check.py)"

@@ -12,6 +12,8 @@ FILE has one gateway per line: `NAME URL KAFKA_BOOTSTRAP`, with the names
   accept                slow Kafka and a small --wait-timeout-ms (e: 202, poll Location)
   timeout-<language>    a delivery that times out after the produce request went out (h: 504
                         possibly_persisted); one fresh gateway per language, see examples.sh
+  accept-timeout-<lang> the same with a small --wait-timeout-ms (i: a 202 whose status ends
+                        `failed`)
 Each has the topics py, js and java (one per language, so each audit is about one example).
 Environment: ACKGATE_BIN (for `ackgate audit`), EXAMPLES_KEY (the bearer token of a client
 that may publish everywhere), EXAMPLES_RATED_KEY (a client with `rate = 2`).
@@ -268,6 +270,35 @@ class Harness:
                          .strip() + f" -> {out['outcome']}")
         raise Failed(f"the gateway never answered a first attempt possibly_persisted: {notes}")
 
+    def i_accepted_then_failed(self, lang):
+        gateway = f"accept-timeout-{lang}"
+        notes = []
+        for attempt in range(3):
+            self.requests(gateway)
+            key = f"{lang}-i-{RUN}-{attempt}"
+            code, out, _ = self.run(lang, gateway, key, json.dumps({"scenario": "i"}),
+                                    deadline_ms=25000)
+            seen = self.requests(gateway)
+            posts = [r for r in seen if r["method"] == "POST"]
+            polls = [r for r in seen if r["method"] == "GET"]
+            expect(posts and all(r["key"] == key for r in posts), f"proxy: {posts}")
+            states = [r["state"] for r in polls]
+            if posts[0]["status"] == 202 and "failed" in states:
+                # The status resource said `failed` (possibly persisted): the example must stop
+                # there, surface the failure id, and never POST the event again.
+                expect(len(posts) == 1, f"POSTed again after a failed status: {posts}")
+                expect(states[-1] == "failed" and states.count("failed") == 1,
+                       f"polled on after `failed`: {states}")
+                expect(code == 2 and out["outcome"] == "failed" and out.get("failure_id"),
+                       f"{key}: {out}")
+                self.check_failure_record(gateway, out["failure_id"], key)
+                return (f"202, {len(polls)} poll(s) until failed, exit 2, failure "
+                        f"{out['failure_id'][:10]}… readable" + (f" (after {'; '.join(notes)})" if notes else ""))
+            # The mock's timing gave another path (not_persisted, another answer to the POST):
+            # the example's handling of it is checked by the audit; try a fresh key.
+            notes.append(f"{posts[0]['status']} then {states} -> {out['outcome']}")
+        raise Failed(f"no 202 whose status ended `failed`: {notes}")
+
     def check_failure_record(self, gateway, failure_id, key):
         url = f"{self.gateways[gateway][0]}/v1/failures/{failure_id}"
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.key}"})
@@ -289,6 +320,7 @@ class Harness:
         ("f", "429 rate = 2", f_rate_limited),
         ("g", "422 key reused", g_rejected),
         ("h", "504 possibly_persisted", h_possibly_persisted),
+        ("i", "202, then status failed", i_accepted_then_failed),
     ]
 
     def scenarios(self, lang):
