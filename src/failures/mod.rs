@@ -28,7 +28,12 @@ use crate::event::{Event, IdempotencyKey, TopicName};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "encoding", content = "data", rename_all = "lowercase")]
 pub(crate) enum Payload {
+    // Titles give generated clients named types (`Utf8Payload`) instead of `PayloadOneOf1`.
+    /// The bytes are UTF-8: `data` is the text.
+    #[schema(title = "Utf8Payload")]
     Utf8(String),
+    /// The bytes are not UTF-8: `data` is their standard base64.
+    #[schema(title = "Base64Payload")]
     Base64(String),
 }
 
