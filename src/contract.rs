@@ -74,13 +74,29 @@ pub(crate) enum EventAnswer {
     Problem(Problem),
 }
 
-/// A final answer to one event: `Persisted` (`201`) or a problem document.
+/// A publish's success: `201` `Persisted` or `202` `Accepted` (`status` tells them apart).
+// Both success codes share it: generators that give an operation one return type (OpenAPI
+// Generator's Java and typescript-fetch clients) type it from the first 2xx alone, and could not
+// read a 202 otherwise.
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum PublishAnswer {
+    Persisted(Persisted),
+    Accepted(Accepted),
+}
+
+/// A final answer to one event: `Persisted` (`201`) or a problem document; `null` while the
+/// event is in flight.
+// The null is the schema's own rather than the field's: OpenAPI Generator's Java client
+// deserializes a null into a oneOf model only when the model itself admits null.
 #[allow(dead_code)]
 #[derive(Debug, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum FinalAnswer {
     Persisted(Persisted),
     Problem(Problem),
+    None,
 }
 
 /// Where to follow an accepted event.
@@ -106,8 +122,8 @@ pub(crate) struct EventStatus {
     pub idempotency_key: String,
     /// The HTTP status of the final answer, once there is one.
     pub answer_status: Option<u16>,
-    /// The final answer's body: a `Persisted` body or a problem document.
-    #[schema(value_type = Option<FinalAnswer>)]
+    /// The final answer's body: a `Persisted` body or a problem document; `null` while in flight.
+    #[schema(value_type = FinalAnswer)]
     pub answer: Option<Box<serde_json::value::RawValue>>,
 }
 

@@ -12,6 +12,7 @@ import dev.ackgate.client.ApiClient;
 import dev.ackgate.client.ApiException;
 import dev.ackgate.client.ApiResponse;
 import dev.ackgate.client.api.EventsApi;
+import dev.ackgate.client.model.Accepted;
 import dev.ackgate.client.model.BatchEvent;
 import dev.ackgate.client.model.BatchRequest;
 import dev.ackgate.client.model.BatchResponse;
@@ -20,6 +21,7 @@ import dev.ackgate.client.model.EventStatus;
 import dev.ackgate.client.model.FinalAnswer;
 import dev.ackgate.client.model.Persisted;
 import dev.ackgate.client.model.Problem;
+import dev.ackgate.client.model.PublishAnswer;
 import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.Map;
@@ -93,11 +95,11 @@ public final class Drive {
         String key = "java-" + run + "-1";
 
         // 1. Publish a JSON event with a record key.
-        ApiResponse<Persisted> first =
+        // A publish answers a PublishAnswer: a Persisted (201) or an Accepted (202).
+        ApiResponse<PublishAnswer> first =
                 api.publishEventWithHttpInfo(topic, key, Map.of("order", 1), "customer-42", null);
-        Persisted persisted = first.getData();
+        Persisted persisted = expect(first.getData().getActualInstance(), Persisted.class, "publish");
         if (first.getStatusCode() != 201
-                || persisted == null
                 || persisted.getStatus() != Persisted.StatusEnum.PERSISTED
                 || !key.equals(persisted.getIdempotencyKey())
                 || !topic.equals(persisted.getTopic())) {
@@ -109,11 +111,10 @@ public final class Drive {
         ok("publish 201 Persisted partition=" + persisted.getPartition() + " offset=" + persisted.getOffset());
 
         // 2. The same request again: the first answer, replayed.
-        ApiResponse<Persisted> again =
+        ApiResponse<PublishAnswer> again =
                 api.publishEventWithHttpInfo(topic, key, Map.of("order", 1), "customer-42", null);
-        Persisted replayed = again.getData();
+        Persisted replayed = expect(again.getData().getActualInstance(), Persisted.class, "replay");
         if (again.getStatusCode() != 201
-                || replayed == null
                 || !persisted.getPartition().equals(replayed.getPartition())
                 || !persisted.getOffset().equals(replayed.getOffset())) {
             fail("replay: HTTP " + again.getStatusCode() + " " + replayed);
@@ -197,5 +198,56 @@ public final class Drive {
             fail("batch: results out of order: " + keys);
         }
         ok("batch 207: [201 Persisted, 422 Problem idempotency-key-reused, 201 Persisted] in order");
+
+        // 6. No token: 401, a Problem, and the Bearer challenge.
+        ApiClient anonymous = new ApiClient();
+        anonymous.updateBaseUri(url);
+        try {
+            new EventsApi(anonymous).publishEvent(topic, "java-" + run + "-anon", Map.of("order", 4), null, null);
+            fail("no token: no error");
+        } catch (ApiException error) {
+            Problem problem = mapper.readValue(error.getResponseBody(), Problem.class);
+            List<String> challenge = error.getResponseHeaders().allValues("WWW-Authenticate");
+            if (error.getCode() != 401
+                    || !"unauthenticated".equals(problem.getCode())
+                    || challenge.isEmpty()
+                    || !challenge.get(0).startsWith("Bearer")) {
+                fail("no token: HTTP " + error.getCode() + " " + problem + " " + challenge);
+            }
+        }
+        ok("no token: 401 Problem unauthenticated, WWW-Authenticate: Bearer");
+
+        // 7. A slow Kafka: 202 Accepted with Location, then the status settles.
+        String slowUrl = env("ACKGATE_SLOW_URL", "");
+        if (slowUrl.isEmpty()) {
+            ok("202: skipped (no ACKGATE_SLOW_URL)");
+            return;
+        }
+        ApiClient slowClient = new ApiClient();
+        slowClient.updateBaseUri(slowUrl);
+        slowClient.setRequestInterceptor(request -> request.header("Authorization", "Bearer " + token));
+        EventsApi slow = new EventsApi(slowClient);
+        String slowKey = "java-" + run + "-slow";
+        ApiResponse<PublishAnswer> pending =
+                slow.publishEventWithHttpInfo(topic, slowKey, Map.of("order", 5), null, null);
+        Accepted accepted = expect(pending.getData().getActualInstance(), Accepted.class, "slow publish");
+        List<String> location = header(pending.getHeaders(), "Location");
+        if (pending.getStatusCode() != 202 || !location.equals(List.of(accepted.getLinks().getStatus()))) {
+            fail("slow publish: HTTP " + pending.getStatusCode() + " Location " + location + " " + accepted);
+        }
+        ok("slow publish: 202 Accepted, Location " + location.get(0));
+        long deadline = System.nanoTime() + 30_000_000_000L;
+        while (true) {
+            EventStatus polled = slow.eventStatus(topic, slowKey);
+            if ("persisted".equals(polled.getState())) {
+                Persisted settled = expect(polled.getAnswer().getActualInstance(), Persisted.class, "slow status");
+                ok("slow status: in_flight, then persisted at offset " + settled.getOffset());
+                break;
+            }
+            if (!"in_flight".equals(polled.getState()) || System.nanoTime() > deadline) {
+                fail("slow status: " + polled);
+            }
+            Thread.sleep(200);
+        }
     }
 }

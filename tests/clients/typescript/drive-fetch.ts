@@ -32,12 +32,16 @@ const body = (value: unknown) => value;
 // 1. Publish, 2. replay.
 const first = await api.publishEventRaw({ topic, idempotencyKey: key, kafkaKey: "customer-42", body: body({ order: 1 }) });
 if (first.raw.status !== 201) fail(`publish: HTTP ${first.raw.status}`);
-const persisted: Persisted = await first.value();
+// A publish answers `PublishAnswer`: a Persisted (201) or an Accepted (202).
+const published = await first.value();
+if (!instanceOfPersisted(published)) fail(`publish: not a Persisted: ${JSON.stringify(published)}`);
+const persisted: Persisted = published;
 if (persisted.status !== "persisted" || persisted.idempotencyKey !== key) fail(`publish: ${JSON.stringify(persisted)}`);
 ok(`publish 201 Persisted partition=${persisted.partition} offset=${persisted.offset}`);
 
 const again = await api.publishEventRaw({ topic, idempotencyKey: key, kafkaKey: "customer-42", body: body({ order: 1 }) });
 const replayed = await again.value();
+if (!instanceOfPersisted(replayed)) fail(`replay: not a Persisted: ${JSON.stringify(replayed)}`);
 if (again.raw.status !== 201 || replayed.offset !== persisted.offset || replayed.partition !== persisted.partition) {
   fail(`replay: HTTP ${again.raw.status} ${JSON.stringify(replayed)}`);
 }
