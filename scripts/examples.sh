@@ -80,35 +80,20 @@ GATEWAYS_FILE="$OUT/gateways.txt"
 : >"$GATEWAYS_FILE"
 # add_gateway NAME WAIT [DEV ARGS...]: starts `ackgate dev` with the three topics and the auth
 # file, and appends "NAME URL KAFKA" to GATEWAYS_FILE (KAFKA read from the banner). WAIT is
-# `ready` (lib.sh's start_dev_gateway, waits for /readyz) or `alive` (waits for /healthz and the
-# banner: /readyz asks Kafka with a 1 s limit, longer than a very slow mock Kafka answers).
+# `ready` (waits for /readyz) or `alive` (waits for /healthz: /readyz asks Kafka with a 1 s
+# limit, longer than a very slow mock Kafka answers; the banner is printed before either answers).
 add_gateway() {
-    local name="$1" wait="$2" port log kafka i
+    local name="$1" wait="$2" port log kafka
     shift 2
     port="$(free_port)"
     log="$OUT/gateway-$name.log"
     local args=(--topic py --topic js --topic java --auth-file "$AUTH_FILE"
         --failure-spool-path "$OUT/gateway-$name.spool" "$@")
-    if [[ "$wait" == ready ]]; then
-        start_dev_gateway "$ACKGATE_BIN" "$port" "$log" "${args[@]}"
-        GATEWAY_PIDS+=("$GATEWAY_PID")
-    else
-        step "start $ACKGATE_BIN dev on 127.0.0.1:$port"
-        NO_COLOR=1 "$ACKGATE_BIN" dev --listen "127.0.0.1:$port" "${args[@]}" >"$log" 2>&1 &
-        GATEWAY_PIDS+=("$!")
-        for ((i = 0; ; i++)); do
-            if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/healthz" 2>/dev/null &&
-                grep -q '^  kafka ' "$log"; then
-                break
-            fi
-            kill -0 "$!" 2>/dev/null || { show_gateway_log "$log"; die "gateway $name exited during start-up"; }
-            ((i < 150)) || { show_gateway_log "$log"; die "gateway $name not up after 30 s"; }
-            sleep 0.2
-        done
-        echo "up: http://127.0.0.1:$port (log $log)"
-    fi
-    kafka="$(sed -n 's/^  kafka  *\([^ ]*\) .*/\1/p' "$log")"
-    [[ -n "$kafka" ]] || { show_gateway_log "$log"; die "no 'kafka' line in the banner of gateway $name"; }
+    local ready_path=/readyz
+    [[ "$wait" == ready ]] || ready_path=/healthz
+    READY_PATH="$ready_path" start_dev_gateway "$ACKGATE_BIN" "$port" "$log" "${args[@]}"
+    GATEWAY_PIDS+=("$GATEWAY_PID")
+    kafka="$(dev_kafka_address "$log")"
     echo "$name http://127.0.0.1:$port $kafka" >>"$GATEWAYS_FILE"
 }
 

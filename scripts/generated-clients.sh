@@ -210,8 +210,7 @@ java -cp "$OUT/java/classes:$OUT/java/driver:$JAVA_CP" Drive
 # `ackgate audit` through the address its banner printed, has every event once.
 audit_topic() {
     local log="$1" report="$2" kafka
-    kafka="$(sed -n 's/^ *kafka  *\([^ ]*\) .*/\1/p' "$log" | head -n 1)"
-    [[ -n "$kafka" ]] || die "no 'kafka <address>' line in $log (the ackgate dev banner changed?)"
+    kafka="$(dev_kafka_address "$log")"
     "$ACKGATE_BIN" audit --kafka-brokers "$kafka" --topic events --json --idle-ms 500 >"$report" ||
         { cat "$report"; die "ackgate audit found problems in $log's Kafka"; }
     python3 - "$report" <<'PY'

@@ -14,6 +14,7 @@
 #   start_redis_cluster_until_exit  a Redis Cluster (3+3 nodes) for this run, the same way
 #   start_dev_gateway           `ackgate dev` on a port, waited for until /readyz answers
 #   start_gateway               the same for any subcommand (`serve` with its flags)
+#   dev_kafka_address LOG       the mock Kafka's address that `ackgate dev` printed in LOG
 #   make_auth_file              a fresh API key (`ackgate new-key`) and an auth file holding it
 #   stop_dev_gateway, stop_child, show_gateway_log
 
@@ -162,8 +163,9 @@ ensure_gateway_bin() {
 
 # start_dev_gateway BIN PORT LOG [DEV ARGS...]: starts `BIN dev --listen 127.0.0.1:PORT` in the
 # background with its output in LOG, sets GATEWAY_PID and GATEWAY_URL, and waits until
-# GATEWAY_URL/readyz answers; dies when the gateway exits first or after READY_SECS (default 30).
-# The caller's EXIT trap should call stop_dev_gateway.
+# GATEWAY_URL/readyz answers (READY_PATH=/healthz: until it is alive, for a gateway whose Kafka
+# answers slower than the readiness check waits); dies when the gateway exits first or after
+# READY_SECS (default 30). The caller's EXIT trap should call stop_dev_gateway.
 start_dev_gateway() {
     local bin="$1" port="$2" log="$3"
     shift 3
@@ -182,7 +184,7 @@ start_gateway() {
     GATEWAY_PID=$!
     local i
     for ((i = 0; i < ${READY_SECS:-30} * 5; i++)); do
-        if curl -fsS -o /dev/null --max-time 1 "$GATEWAY_URL/readyz" 2>/dev/null; then
+        if curl -fsS -o /dev/null --max-time 1 "$GATEWAY_URL${READY_PATH:-/readyz}" 2>/dev/null; then
             echo "ready: $GATEWAY_URL (pid $GATEWAY_PID, log $log)"
             return 0
         fi
@@ -190,6 +192,15 @@ start_gateway() {
         sleep 0.2
     done
     die "gateway not ready after ${READY_SECS:-30} s"
+}
+
+# dev_kafka_address LOG: the bootstrap servers of the mock cluster that `ackgate dev` printed in
+# its banner in LOG (the `  kafka  HOST:PORT,…` line); dies when there is none.
+dev_kafka_address() {
+    local address
+    address="$(sed -n 's/^ *kafka  *\([^ ]*\) .*/\1/p' "$1" | head -n 1)"
+    [[ -n "$address" ]] || die "no 'kafka <address>' line in $1 (the ackgate dev banner changed?)"
+    echo "$address"
 }
 
 # make_auth_file BIN FILE NAME PRODUCE [OPERATOR]: makes a fresh API key with `BIN new-key`,

@@ -240,16 +240,31 @@ class Harness:
                f"422 must not be retried: example {out['attempts']} attempts, proxy {seen}")
         return "exit 3, one attempt"
 
-    def h_possibly_persisted(self, lang):
-        gateway = f"timeout-{lang}"
-        notes = []
+    def _fresh_keys_until(self, lang, gateway, scenario, judge):
+        """Runs the example with up to three fresh keys on a gateway whose mock timing decides
+        which path a delivery takes. `judge(key, code, outcome, posts, polls)` checks each run
+        and returns (note, None) once the path under test was taken, or (None, what happened
+        instead), which sends the next key."""
+        others = []
         for attempt in range(3):
             self.requests(gateway)
-            key = f"{lang}-h-{RUN}-{attempt}"
-            code, out, _ = self.run(lang, gateway, key, json.dumps({"scenario": "h"}),
+            key = f"{lang}-{scenario}-{RUN}-{attempt}"
+            code, out, _ = self.run(lang, gateway, key, json.dumps({"scenario": scenario}),
                                     deadline_ms=25000)
-            posts = [r for r in self.requests(gateway) if r["method"] == "POST"]
+            seen = self.requests(gateway)
+            posts = [r for r in seen if r["method"] == "POST"]
+            polls = [r for r in seen if r["method"] == "GET"]
             expect(posts and all(r["key"] == key for r in posts), f"proxy: {posts}")
+            note, other = judge(key, code, out, posts, polls)
+            if note:
+                return note + (f" (after {'; '.join(others)})" if others else "")
+            others.append(other)
+        raise Failed(f"the path under test never came in three tries: {others}")
+
+    def h_possibly_persisted(self, lang):
+        gateway = f"timeout-{lang}"
+
+        def judge(key, code, out, posts, _polls):
             expect(out["attempts"] == len(posts), f"example {out['attempts']} attempts, proxy {posts}")
             pinned = [i for i, r in enumerate(posts) if r["persistence"] == "possibly_persisted"]
             if pinned:
@@ -262,42 +277,36 @@ class Harness:
             else:
                 expect(code != 2, f"{key}: failed without a possibly_persisted answer: {out}")
             if pinned == [0]:
-                return f"exit 2, 1 attempt, failure {out['failure_id'][:10]}… readable" + (
-                    f" (after {'; '.join(notes)})" if notes else "")
-            # The gateway answered something else first (it happens with a mock's timing):
-            # the example must have handled that too, checked above; try a fresh key.
-            notes.append(f"{posts[0]['status']} {posts[0]['code'] or ''} {posts[0]['persistence'] or ''}"
-                         .strip() + f" -> {out['outcome']}")
-        raise Failed(f"the gateway never answered a first attempt possibly_persisted: {notes}")
+                return f"exit 2, 1 attempt, failure {out['failure_id'][:10]}… readable", None
+            # The gateway answered something else first (it happens with a mock's timing): the
+            # example must have handled that too, checked above.
+            first = posts[0]
+            return None, (f"{first['status']} {first['code'] or ''} {first['persistence'] or ''}"
+                          .strip() + f" -> {out['outcome']}")
+
+        return self._fresh_keys_until(lang, gateway, "h", judge)
 
     def i_accepted_then_failed(self, lang):
         gateway = f"accept-timeout-{lang}"
-        notes = []
-        for attempt in range(3):
-            self.requests(gateway)
-            key = f"{lang}-i-{RUN}-{attempt}"
-            code, out, _ = self.run(lang, gateway, key, json.dumps({"scenario": "i"}),
-                                    deadline_ms=25000)
-            seen = self.requests(gateway)
-            posts = [r for r in seen if r["method"] == "POST"]
-            polls = [r for r in seen if r["method"] == "GET"]
-            expect(posts and all(r["key"] == key for r in posts), f"proxy: {posts}")
+
+        def judge(key, code, out, posts, polls):
             states = [r["state"] for r in polls]
-            if posts[0]["status"] == 202 and "failed" in states:
-                # The status resource said `failed` (possibly persisted): the example must stop
-                # there, surface the failure id, and never POST the event again.
-                expect(len(posts) == 1, f"POSTed again after a failed status: {posts}")
-                expect(states[-1] == "failed" and states.count("failed") == 1,
-                       f"polled on after `failed`: {states}")
-                expect(code == 2 and out["outcome"] == "failed" and out.get("failure_id"),
-                       f"{key}: {out}")
-                self.check_failure_record(gateway, out["failure_id"], key)
-                return (f"202, {len(polls)} poll(s) until failed, exit 2, failure "
-                        f"{out['failure_id'][:10]}… readable" + (f" (after {'; '.join(notes)})" if notes else ""))
-            # The mock's timing gave another path (not_persisted, another answer to the POST):
-            # the example's handling of it is checked by the audit; try a fresh key.
-            notes.append(f"{posts[0]['status']} then {states} -> {out['outcome']}")
-        raise Failed(f"no 202 whose status ended `failed`: {notes}")
+            if posts[0]["status"] != 202 or "failed" not in states:
+                # Another path (not_persisted, another answer to the POST): the example's
+                # handling of it is checked by the audit.
+                return None, f"{posts[0]['status']} then {states} -> {out['outcome']}"
+            # The status resource said `failed` (possibly persisted): the example must stop
+            # there, surface the failure id, and never POST the event again.
+            expect(len(posts) == 1, f"POSTed again after a failed status: {posts}")
+            expect(states[-1] == "failed" and states.count("failed") == 1,
+                   f"polled on after `failed`: {states}")
+            expect(code == 2 and out["outcome"] == "failed" and out.get("failure_id"),
+                   f"{key}: {out}")
+            self.check_failure_record(gateway, out["failure_id"], key)
+            return (f"202, {len(polls)} poll(s) until failed, exit 2, failure "
+                    f"{out['failure_id'][:10]}… readable"), None
+
+        return self._fresh_keys_until(lang, gateway, "i", judge)
 
     def check_failure_record(self, gateway, failure_id, key):
         url = f"{self.gateways[gateway][0]}/v1/failures/{failure_id}"
