@@ -22,9 +22,11 @@ pub(crate) const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub(crate) const CONTENT_TYPE_HEADER: &str = "content-type";
 
 /// A Kafka topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, and neither `.` nor `..`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct TopicName(String);
+///
+/// Shared, not copied: an event's name travels with its delivery, its lease and its answer, and
+/// a clone costs a reference count.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(Arc<str>);
 
 impl TopicName {
     pub fn parse(name: &str) -> Result<Self, &'static str> {
@@ -40,7 +42,7 @@ impl TopicName {
         {
             return Err("a topic name uses only the characters a-z A-Z 0-9 . _ -");
         }
-        Ok(TopicName(name.to_owned()))
+        Ok(TopicName(Arc::from(name)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -54,13 +56,18 @@ impl fmt::Display for TopicName {
     }
 }
 
+impl Serialize for TopicName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 /// A client's idempotency key: 1 to 255 visible ASCII characters (`!` to `~`).
 ///
 /// The IETF draft defines the header as a structured-field string (`"…"`); the bare form that
-/// most clients send is accepted too, and both spell the same key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct IdempotencyKey(String);
+/// most clients send is accepted too, and both spell the same key. Shared, as [`TopicName`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(Arc<str>);
 
 impl IdempotencyKey {
     pub fn parse(raw: &[u8]) -> Result<Self, &'static str> {
@@ -75,9 +82,7 @@ impl IdempotencyKey {
             return Err("an Idempotency-Key uses only visible ASCII characters (no spaces)");
         }
         // Checked above: every byte is ASCII.
-        Ok(IdempotencyKey(
-            String::from_utf8_lossy(unquoted).into_owned(),
-        ))
+        Ok(IdempotencyKey(Arc::from(String::from_utf8_lossy(unquoted))))
     }
 
     pub fn as_str(&self) -> &str {
@@ -88,6 +93,12 @@ impl IdempotencyKey {
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl Serialize for IdempotencyKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 

@@ -3,8 +3,8 @@
 //! - [`authenticate`] runs on every client and operator route: it turns the request's
 //!   credentials into a [`Principal`] (a request extension and the span's `principal` field)
 //!   or answers 401 with `WWW-Authenticate: Bearer`.
-//! - [`guard_publish`] runs on the publish route, before the body is read ([`guard_batch`] on
-//!   the batch route, which charges the rate per event in the handler): the topic must be
+//! - [`guard`] authenticates the same way on the publish routes and then guards them, before
+//!   the body is read (the batch route's handler charges the rate per event): the topic must be
 //!   one the principal may publish to (403), within its rate (429) and within its share of the
 //!   in-flight requests (503).
 //! - [`operator_only`] runs on the failure-record routes an operator alone may use (403).
@@ -36,6 +36,15 @@ pub(super) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    match authenticated(&state, &mut request) {
+        Ok(_) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
+/// The request's principal, also put on it as an extension and in the span's `principal`
+/// field; or the 401 to answer.
+fn authenticated(state: &AppState, request: &mut Request) -> Result<Principal, Response> {
     let certificate = request
         .extensions()
         .get::<crate::tls::ClientCertificate>()
@@ -50,13 +59,13 @@ pub(super) async fn authenticate(
     match state.access.authenticate(credentials) {
         Ok(principal) => {
             tracing::Span::current().record("principal", principal.name());
-            request.extensions_mut().insert(principal);
-            next.run(request).await
+            request.extensions_mut().insert(principal.clone());
+            Ok(principal)
         }
         Err(why) => {
             metrics::counter!("ackgate_auth_failures_total", "reason" => why.label()).increment(1);
             tracing::info!(reason = why.label(), "request not authenticated");
-            unauthenticated(why)
+            Err(unauthenticated(why))
         }
     }
 }
@@ -92,8 +101,8 @@ fn unauthenticated(why: Unauthenticated) -> Response {
     response
 }
 
-/// The principal `authenticate` put on the request. Every route group that reads it runs
-/// `authenticate` first; a request without one is a wiring defect, answered 500.
+/// The principal `authenticate` (or a publish guard) put on the request. Every route that reads
+/// it authenticates first; a request without one is a wiring defect, answered 500.
 pub(super) fn principal(request: &Request) -> Result<Principal, ApiError> {
     request
         .extensions()
@@ -105,37 +114,28 @@ pub(super) fn principal(request: &Request) -> Result<Principal, ApiError> {
         })
 }
 
-/// The publish route's guards: topic permission, rate, in-flight share.
-pub(super) async fn guard_publish(
-    State(state): State<Arc<AppState>>,
-    topic: Result<Path<String>, PathRejection>,
-    request: Request,
-    next: Next,
-) -> Response {
-    guard(state, topic, request, next, true).await
+/// Where a guarded route's rate is charged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Charge {
+    /// One event per request, here: the publish route.
+    OneEvent,
+    /// Per event, by the handler once it has read them: the batch route.
+    InHandler,
 }
 
-/// The batch route's guards: topic permission and in-flight share. The rate is counted in
-/// events, so the handler charges it once it has read them.
-pub(super) async fn guard_batch(
-    State(state): State<Arc<AppState>>,
+/// A publish route's guards, after authentication (one layer for both: each layer costs every
+/// request a boxed future): topic permission, the rate when it is charged here, and the
+/// in-flight share.
+pub(super) async fn guard(
+    State((state, charge)): State<(Arc<AppState>, Charge)>,
     topic: Result<Path<String>, PathRejection>,
     request: Request,
     next: Next,
 ) -> Response {
-    guard(state, topic, request, next, false).await
-}
-
-async fn guard(
-    state: Arc<AppState>,
-    topic: Result<Path<String>, PathRejection>,
-    request: Request,
-    next: Next,
-    charge_one_event: bool,
-) -> Response {
-    let principal = match principal(&request) {
+    let mut request = request;
+    let principal = match authenticated(&state, &mut request) {
         Ok(principal) => principal,
-        Err(error) => return error.into_response(),
+        Err(refused) => return refused,
     };
     // An invalid topic name is the handler's 400; only a valid one can be forbidden.
     if let Ok(Path(topic)) = &topic
@@ -153,7 +153,7 @@ async fn guard(
     }
     let allowance = match principal
         .rate()
-        .filter(|_| charge_one_event)
+        .filter(|_| charge == Charge::OneEvent)
         .map(|rate| (rate, rate.take(NonZeroU32::MIN)))
     {
         None => None,

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, Method};
+use axum::http::{HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -172,84 +172,109 @@ fn admin_router(state: Arc<AppState>) -> Router {
 }
 
 /// The layers every request shares, on whichever listener, and the 404 for unknown paths.
+///
+/// They go on as one [`ServiceBuilder`] stack: each `Router::layer` call wraps every route in a
+/// boxed service of its own, so six calls cost six boxed futures per request; one stack costs one.
 fn shared_layers(routes: Router) -> Router {
-    routes
-        .fallback(not_found)
-        // Layers run outside-in from the bottom: the request id exists before the span that
-        // logs it, and panics become problem documents inside the span.
-        .layer(middleware::from_fn(track_metrics))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(ProblemCode::Internal, "An unexpected error occurred.").into_response()
-        }))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let route = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or("unmatched", MatchedPath::as_str);
-                    let request_id = request
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        route,
-                        request_id,
-                        principal = tracing::field::Empty,
-                        topic = tracing::field::Empty,
-                        outcome = tracing::field::Empty,
-                    )
-                })
-                // One line per request costs a tenth of the gateway's CPU at full load
-                // (bench/README.md): request lines are DEBUG, turned on with
-                // `--log-filter info,tower_http=debug`. Failures are logged where they happen,
-                // with their cause, inside this span (so with the request id).
-                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUlid))
-        // Whatever logs a request's headers (a debug line, a panic message) shows the
-        // credential as `Sensitive`.
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            axum::http::header::AUTHORIZATION,
-        ]))
+    routes.fallback(not_found).layer(
+        // Outermost first: whatever logs a request's headers (a debug line, a panic message)
+        // shows the credential as `Sensitive`; the request id exists before the span that logs
+        // it; panics become problem documents inside the span; the metrics are innermost, where
+        // the matched route is known.
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                axum::http::header::AUTHORIZATION,
+            ]))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUlid))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    // One line per request costs a tenth of the gateway's CPU at full load
+                    // (bench/README.md): request lines are DEBUG, turned on with
+                    // `--log-filter info,tower_http=debug`. Failures are logged where they
+                    // happen, with their cause, inside this span (so with the request id).
+                    .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                    .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+            )
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::new(ProblemCode::Internal, "An unexpected error occurred.")
+                    .into_response()
+            }))
+            .layer(middleware::from_fn(track_metrics)),
+    )
 }
 
-/// Publishing events and reading their status: what client services call.
+/// The span every request runs in: its route template, request id and, once known, the
+/// principal, topic and outcome.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        request_id,
+        principal = tracing::field::Empty,
+        topic = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// Publishing events and reading their status: what client services call. Every route
+/// authenticates first: the publish routes in their guard, the status route on its own.
 fn client_routes(state: Arc<AppState>) -> Router {
-    let guard_publish = middleware::from_fn_with_state(state.clone(), auth::guard_publish);
-    let guard_batch = middleware::from_fn_with_state(state.clone(), auth::guard_batch);
+    let authenticate = middleware::from_fn_with_state(state.clone(), auth::authenticate);
     Router::new()
         .route(
             "/v1/topics/{topic}/events",
-            capped(post(events::publish_event), state.max_in_flight).layer(guard_publish),
+            guarded(
+                post(events::publish_event),
+                &state,
+                auth::Charge::OneEvent,
+                state.max_in_flight,
+            ),
         )
         // Batches have a cap of their own: each may hold up to `--max-batch-bytes`.
         .route(
             "/v1/topics/{topic}/events:batch",
-            capped(post(batch::publish_batch), state.max_batches_in_flight).layer(guard_batch),
+            guarded(
+                post(batch::publish_batch),
+                &state,
+                auth::Charge::InHandler,
+                state.max_batches_in_flight,
+            ),
         )
         .route(
             "/v1/topics/{topic}/events/{idempotency_key}",
-            get(events::event_status),
+            get(events::event_status).layer(authenticate),
         )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
-/// `route` with at most `limit` requests in progress. Past the cap, shed at once rather than
-/// queue: a queued request holds its body in memory and would likely time out anyway.
-fn capped(route: MethodRouter<Arc<AppState>>, limit: usize) -> MethodRouter<Arc<AppState>> {
+/// `route` behind [`auth::guard`], with at most `limit` requests in progress: one stack of
+/// layers, so one boxed future per request. Past the cap, shed at once rather than queue: a
+/// queued request holds its body in memory and would likely time out anyway.
+fn guarded(
+    route: MethodRouter<Arc<AppState>>,
+    state: &Arc<AppState>,
+    charge: auth::Charge,
+    limit: usize,
+) -> MethodRouter<Arc<AppState>> {
     route.layer(
         ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(
+                (state.clone(), charge),
+                auth::guard,
+            ))
             .layer(HandleErrorLayer::new(|_: BoxError| async {
                 metrics::counter!("ackgate_requests_shed_total").increment(1);
                 ApiError::new(
@@ -332,7 +357,7 @@ async fn track_metrics(request: Request, next: Next) -> Response {
     // A guard, because hyper drops this future when the client disconnects.
     let _in_flight = InFlight::enter();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let status = status_label(response.status());
     metrics::counter!("ackgate_http_requests_total",
         "route" => route.clone(), "method" => method, "status" => status)
     .increment(1);
@@ -354,6 +379,19 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.decrement(1.0);
+    }
+}
+
+/// The status code as a label: a static string for the codes the gateway answers with, so that
+/// counting a request allocates nothing for it.
+fn status_label(status: StatusCode) -> metrics::SharedString {
+    const CODES: [&str; 20] = [
+        "200", "201", "202", "207", "400", "401", "403", "404", "405", "408", "409", "413", "415",
+        "422", "429", "500", "501", "502", "503", "504",
+    ];
+    match CODES.iter().find(|code| code.as_bytes() == status.as_str().as_bytes()) {
+        Some(code) => metrics::SharedString::const_str(code),
+        None => metrics::SharedString::from(status.as_str().to_owned()),
     }
 }
 

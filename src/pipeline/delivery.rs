@@ -199,7 +199,9 @@ impl Pipeline {
                 self.settle(claimed, &answer, &mut || {}).await;
             }
             Err(failure) => {
-                let (failure, answer) = self.fail(claimed, failure, keep).await;
+                // Boxed: keeping a failure is a long path that a delivery rarely takes, and the
+                // task's future is copied whole when it is spawned and when it ends.
+                let (failure, answer) = Box::pin(self.fail(claimed, failure, keep)).await;
                 // Settled before the answer, so that a retry of a released key can claim it at
                 // once. If the store does not answer, the client hears first and the settle
                 // goes on trying: a pinned key left in flight would be taken over after its

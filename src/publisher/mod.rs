@@ -147,16 +147,18 @@ impl Publisher {
     }
 
     /// Hands the event to librdkafka and waits for its delivery report.
+    /// (Healing is boxed: it is rare and large, and would otherwise make every delivery's task
+    /// that much larger to copy.)
     pub(crate) async fn publish(&self, event: &Event) -> DeliveryReport {
         if self.is_fatal() {
-            self.heal().await;
+            Box::pin(self.heal()).await;
         }
         let report = match self.enqueue(event) {
             Ok(pending) => pending.report().await,
             Err(failure) => Err(failure),
         };
         if report.is_err() && self.is_fatal() {
-            self.heal().await;
+            Box::pin(self.heal()).await;
         }
         report
     }
@@ -169,7 +171,7 @@ impl Publisher {
         events: &[&Event],
     ) -> Vec<futures::future::BoxFuture<'static, DeliveryReport>> {
         if self.is_fatal() {
-            self.heal().await;
+            Box::pin(self.heal()).await;
         }
         let mut refused: Option<DeliveryFailure> = None;
         let mut reports = Vec::with_capacity(events.len());
@@ -192,7 +194,7 @@ impl Publisher {
     /// Replaces the producer if it hit a fatal error; a batch calls this once its reports are in.
     pub(crate) async fn heal_if_fatal(&self) {
         if self.is_fatal() {
-            self.heal().await;
+            Box::pin(self.heal()).await;
         }
     }
 
