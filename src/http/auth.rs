@@ -38,13 +38,13 @@ pub(super) async fn authenticate(
 ) -> Response {
     match authenticated(&state, &mut request) {
         Ok(_) => next.run(request).await,
-        Err(refused) => refused,
+        Err(why) => unauthenticated(why),
     }
 }
 
 /// The request's principal, also put on it as an extension and in the span's `principal`
-/// field; or the 401 to answer.
-fn authenticated(state: &AppState, request: &mut Request) -> Result<Principal, Response> {
+/// field; or why there is none (counted and logged), for a 401.
+fn authenticated(state: &AppState, request: &mut Request) -> Result<Principal, Unauthenticated> {
     let certificate = request
         .extensions()
         .get::<crate::tls::ClientCertificate>()
@@ -65,7 +65,7 @@ fn authenticated(state: &AppState, request: &mut Request) -> Result<Principal, R
         Err(why) => {
             metrics::counter!("ackgate_auth_failures_total", "reason" => why.label()).increment(1);
             tracing::info!(reason = why.label(), "request not authenticated");
-            Err(unauthenticated(why))
+            Err(why)
         }
     }
 }
@@ -135,7 +135,7 @@ pub(super) async fn guard(
     let mut request = request;
     let principal = match authenticated(&state, &mut request) {
         Ok(principal) => principal,
-        Err(refused) => return refused,
+        Err(why) => return unauthenticated(why),
     };
     // An invalid topic name is the handler's 400; only a valid one can be forbidden.
     if let Ok(Path(topic)) = &topic

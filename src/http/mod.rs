@@ -219,7 +219,7 @@ fn request_span(request: &Request) -> tracing::Span {
         .unwrap_or_default();
     tracing::info_span!(
         "request",
-        method = %request.method(),
+        method = request.method().as_str(),
         route,
         request_id,
         principal = tracing::field::Empty,
@@ -389,7 +389,7 @@ fn status_label(status: StatusCode) -> metrics::SharedString {
         "200", "201", "202", "207", "400", "401", "403", "404", "405", "408", "409", "413", "415",
         "422", "429", "500", "501", "502", "503", "504",
     ];
-    match CODES.iter().find(|code| code.as_bytes() == status.as_str().as_bytes()) {
+    match CODES.iter().find(|code| **code == status.as_str()) {
         Some(code) => metrics::SharedString::const_str(code),
         None => metrics::SharedString::from(status.as_str().to_owned()),
     }

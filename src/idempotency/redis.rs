@@ -523,6 +523,12 @@ fn cluster_state(info: &str) -> Option<&str> {
 /// One key's reply from the claim script.
 fn parse_claim(reply: &Value) -> Result<Claim, StoreError> {
     let bad = || StoreError::Protocol(format!("claim script replied {reply:?}"));
+    if let Value::Int(1) = reply {
+        return Ok(Claim::Claimed {
+            attempt: 1,
+            took_over: false,
+        });
+    }
     let Value::Array(parts) = reply else {
         return Err(bad());
     };

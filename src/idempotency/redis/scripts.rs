@@ -7,8 +7,10 @@
 //! skewed clocks agree on lease expiry.
 
 /// KEYS: the records. ARGV: lease_ms, ttl_ms, operator ('1' or '0'), grace_ms, then per key its
-/// owner (8 bytes) and fingerprint (16 bytes). One reply per key: {'claimed', attempt,
-/// took_over} | {'replay', record} | {'in_flight', ms_left, accepted} | {'mismatch'}.
+/// owner (8 bytes) and fingerprint (16 bytes). One reply per key: 1 for a fresh key claimed
+/// (attempt 1; the common case, so a bare integer rather than a table for Redis to build and the
+/// gateway to parse) | {'claimed', attempt, took_over} | {'replay', record} |
+/// {'in_flight', ms_left, accepted} | {'mismatch'}.
 pub const CLAIM: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -23,7 +25,7 @@ for i, key in ipairs(KEYS) do
   -- command on the common path.
   local r = redis.call('SET', key, 'I' .. fp .. owner .. fresh, 'NX', 'GET', 'PX', ttl)
   if not r then
-    replies[i] = {'claimed', 1, 0}
+    replies[i] = 1
   elseif string.sub(r, 2, 17) ~= fp then
     -- Checked first, in any state: a reused key never sees another event's answer.
     replies[i] = {'mismatch'}
