@@ -105,7 +105,7 @@ impl Pipeline {
         &self,
         events: Vec<Event>,
     ) -> (Vec<Option<Outcome>>, Vec<(usize, Claimed)>) {
-        let owner = ulid::Ulid::new().to_string();
+        let owner = super::delivery::new_owner();
         let fingerprints: Vec<String> = events.iter().map(Event::fingerprint).collect();
         let requests: Vec<ClaimRequest<'_>> = events
             .iter()

@@ -22,14 +22,15 @@ use crate::publisher::DeliveryFailure;
 #[derive(Debug)]
 pub(super) struct Claimed {
     pub(super) event: Event,
-    /// This claim's owner id: only it may settle the key.
-    pub(super) owner: String,
+    /// This claim's owner id: only it may settle the key. Shared with the delivery's
+    /// registration and its 202 path, so a copy is a reference count.
+    pub(super) owner: Arc<str>,
     /// 1 for a fresh key; more after a takeover or an operator's retry.
     pub(super) attempt: u32,
 }
 
 impl Claimed {
-    pub(super) fn names(&self) -> (Arc<str>, TopicName, IdempotencyKey, String) {
+    pub(super) fn names(&self) -> (Arc<str>, TopicName, IdempotencyKey, Arc<str>) {
         (
             self.event.principal.clone(),
             self.event.topic.clone(),
@@ -70,6 +71,12 @@ impl NotClaimed {
     }
 }
 
+/// A new claim's owner id: a ULID, unique across gateways and sortable by time.
+pub(super) fn new_owner() -> Arc<str> {
+    let mut buf = [0u8; ulid::ULID_LEN];
+    Arc::from(ulid::Ulid::new().array_to_str(&mut buf))
+}
+
 /// Where the event of a failed delivery is kept.
 #[derive(Debug)]
 pub(super) enum Keep {
@@ -86,7 +93,7 @@ impl Pipeline {
         event: Event,
         claimant: Claimant,
     ) -> Result<Claimed, NotClaimed> {
-        let owner = ulid::Ulid::new().to_string();
+        let owner = new_owner();
         let claim = self
             .store
             .claim(
@@ -112,7 +119,7 @@ impl Pipeline {
         &self,
         event: Event,
         claim: Claim,
-        owner: String,
+        owner: Arc<str>,
     ) -> Result<Claimed, NotClaimed> {
         metrics::counter!("ackgate_dedupe_outcomes_total", "outcome" => claim.label()).increment(1);
         match claim {

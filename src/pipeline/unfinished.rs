@@ -38,7 +38,7 @@ pub(crate) struct Unfinished {
 pub(super) struct Running {
     pub(super) event: Event,
     /// The claim's owner id, to pin the key.
-    pub(super) owner: String,
+    pub(super) owner: Arc<str>,
     pub(super) attempt: u32,
     /// The record an operator's retry is publishing, if it is one.
     pub(super) retried: Option<FailureRecord>,
