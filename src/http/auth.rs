@@ -129,10 +129,9 @@ pub(super) enum Charge {
 pub(super) async fn guard(
     State((state, charge)): State<(Arc<AppState>, Charge)>,
     topic: Result<Path<String>, PathRejection>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let mut request = request;
     let principal = match authenticated(&state, &mut request) {
         Ok(principal) => principal,
         Err(why) => return unauthenticated(why),

@@ -147,18 +147,14 @@ impl Publisher {
     }
 
     /// Hands the event to librdkafka and waits for its delivery report.
-    /// (Healing is boxed: it is rare and large, and would otherwise make every delivery's task
-    /// that much larger to copy.)
     pub(crate) async fn publish(&self, event: &Event) -> DeliveryReport {
-        if self.is_fatal() {
-            Box::pin(self.heal()).await;
-        }
+        self.heal_if_fatal().await;
         let report = match self.enqueue(event) {
             Ok(pending) => pending.report().await,
             Err(failure) => Err(failure),
         };
-        if report.is_err() && self.is_fatal() {
-            Box::pin(self.heal()).await;
+        if report.is_err() {
+            self.heal_if_fatal().await;
         }
         report
     }
@@ -170,9 +166,7 @@ impl Publisher {
         &self,
         events: &[&Event],
     ) -> Vec<futures::future::BoxFuture<'static, DeliveryReport>> {
-        if self.is_fatal() {
-            Box::pin(self.heal()).await;
-        }
+        self.heal_if_fatal().await;
         let mut refused: Option<DeliveryFailure> = None;
         let mut reports = Vec::with_capacity(events.len());
         for event in events {
@@ -191,7 +185,9 @@ impl Publisher {
         reports
     }
 
-    /// Replaces the producer if it hit a fatal error; a batch calls this once its reports are in.
+    /// Replaces the producer if it hit a fatal error (a batch also calls this once its reports
+    /// are in). The healing is boxed: it is rare and large, and inline it would make every
+    /// delivery task's future that much larger to copy.
     pub(crate) async fn heal_if_fatal(&self) {
         if self.is_fatal() {
             Box::pin(self.heal()).await;
