@@ -29,6 +29,11 @@ class FaultProxy:
         self._log = []
         self._spoiled = set()
         self._pending = 0  # connections being served (a held answer counts until it is sent)
+        # The serving tasks, held here: asyncio keeps only a weak reference to a task, and the
+        # stream protocol drops its own when the client hangs up. A client that gave up (its
+        # timeout fired) would otherwise let the garbage collector destroy the task while it
+        # still waits for the gateway's answer, and that request would never be recorded.
+        self._tasks = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -82,6 +87,8 @@ class FaultProxy:
     # --- proxy side (its own event loop) ------------------------------------------------------
 
     async def _handle(self, reader, writer):
+        task = asyncio.current_task()
+        self._tasks.add(task)
         with self._lock:
             self._pending += 1
         try:
@@ -89,6 +96,7 @@ class FaultProxy:
         finally:
             with self._lock:
                 self._pending -= 1
+            self._tasks.discard(task)
 
     async def _serve(self, reader, writer):
         try:
