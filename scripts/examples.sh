@@ -106,16 +106,19 @@ add_gateway slow ready --kafka-rtt-ms 600
 add_gateway accept ready --kafka-rtt-ms 600 --wait-timeout-ms 150
 # A delivery that times out while its produce request is out: 504 delivery-timed-out,
 # possibly_persisted. The topic check (one metadata request, limited by the delivery timeout)
-# must succeed, so the Kafka answers late (1300 ms, below the 3000 ms delivery timeout) and
-# linger.ms holds the produce request back until 2400 ms: its answer comes after the timeout.
+# must succeed, so the Kafka answers late (1900 ms, below the 4000 ms delivery timeout) and
+# linger.ms holds the produce request back until 3600 ms (out before the timeout): its answer
+# would come at 5500 ms. librdkafka looks for timed-out requests once a second, so it sees this
+# one between 4000 and 5000 ms: always before the answer. (With the answer inside that second,
+# some deliveries were persisted instead.)
 # A timed-out produce makes the next deliveries of that producer wait for its late answer, so
 # each language gets a fresh gateway for its first such delivery.
 for lang in "${LANGUAGES[@]}"; do
-    add_gateway "timeout-$lang" alive --kafka-rtt-ms 1300 --delivery-timeout-ms 3000 \
-        --wait-timeout-ms 6000 --kafka-property linger.ms=2400
+    add_gateway "timeout-$lang" alive --kafka-rtt-ms 1900 --delivery-timeout-ms 4000 \
+        --wait-timeout-ms 7000 --kafka-property linger.ms=3600
     # The same delivery answered 202 first: the example polls Location until `failed`.
-    add_gateway "accept-timeout-$lang" alive --kafka-rtt-ms 1300 --delivery-timeout-ms 3000 \
-        --wait-timeout-ms 500 --kafka-property linger.ms=2400
+    add_gateway "accept-timeout-$lang" alive --kafka-rtt-ms 1900 --delivery-timeout-ms 4000 \
+        --wait-timeout-ms 500 --kafka-property linger.ms=3600
 done
 
 step "run the examples' scenarios (tests/examples/check.py)"
