@@ -16,8 +16,9 @@
 #   --soak    also run one gateway for 10 minutes at the largest window, RSS sampled every
 #             second (ACKGATE_BENCH_SOAK_SECS sets another length)
 #
-# Ensures Redis on 127.0.0.1:6379 (scripts/redis.sh), starts a Tansu broker of its own on a
-# free port (stopped on exit), builds target/release/ackgate and the bench binary, and runs it.
+# Ensures Redis on 127.0.0.1:6379 (scripts/redis.sh), installs wrk when missing (Debian's
+# package; the gateway_wrk phase), starts a Tansu broker of its own on a free port (stopped on
+# exit), builds target/release/ackgate and the bench binary, and runs it.
 # Any ACKGATE_BENCH_* variable (see `--help` of the bench binary) overrides a setting, e.g.
 #   ACKGATE_BENCH_WINDOWS=256 ACKGATE_BENCH_DURATION_SECS=30 scripts/bench.sh
 #   ACKGATE_BENCH_GATEWAY_ARGS='--log-filter warn' scripts/bench.sh
@@ -51,6 +52,11 @@ bash scripts/redis.sh
 if ((PERF)) && ! command -v perf >/dev/null 2>&1; then
     step "install perf (linux-perf)"
     apt_install linux-perf || echo "could not install linux-perf; the run goes on without a profile" >&2
+fi
+
+if ! command -v wrk >/dev/null 2>&1; then
+    step "install wrk (the load generator of the gateway_wrk phase)"
+    apt_install wrk || echo "could not install wrk; the run goes on without the gateway_wrk phase" >&2
 fi
 
 step "build (release): the gateway and the bench"

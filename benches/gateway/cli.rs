@@ -96,6 +96,10 @@ pub(crate) struct Args {
     /// request: it need not have the batch endpoint).
     #[arg(long, env = "ACKGATE_BENCH_BASELINE_BIN")]
     pub(crate) baseline_bin: Option<PathBuf>,
+    /// Skip `gateway_wrk` (single events at the reference window with wrk as the load
+    /// generator; skipped anyway when wrk is not installed).
+    #[arg(long)]
+    pub(crate) no_wrk: bool,
     /// Skip the fixed-rate (half of max throughput) comparison.
     #[arg(long)]
     pub(crate) no_fixed_rate: bool,

@@ -16,6 +16,8 @@
 //!   a fresh `ackgate serve` process; latency is request → whole response.
 //! - `gateway_dup10`: the same, with one request in ten a retry of an answered event (replayed).
 //! - `gateway_unique_baseline` (with `--baseline-bin`): `gateway_unique` on an older build.
+//! - `gateway_wrk` (at the reference window only, when wrk is installed): `gateway_unique` with
+//!   wrk as the load generator.
 //!
 //! Then `gateway_batch`: a few connections each with one batch of unique events in flight at
 //! `events:batch`, about `--batch-window` events outstanding, beside a raw producer phase at
@@ -39,7 +41,7 @@
 //!   and those of Redis and the broker;
 //! - [`backends`]: the broker's topics and Redis's keys the phases use and clean up;
 //! - [`tally`] and [`results`]: what one phase counted, and the result it reports;
-//! - [`phases`]: the phases themselves (throughput, overload, soak);
+//! - [`phases`]: the phases themselves (throughput, batch, memory, overload, soak, wrk);
 //! - [`report`]: the run's description, the `.jsonl`, markdown, SVG and perf reports.
 
 mod backends;
@@ -60,6 +62,7 @@ use crate::backends::{redis_connection, redis_server_info};
 use crate::cli::Args;
 use crate::load::pacing::Pace;
 use crate::phases::Run;
+use crate::phases::wrk::wrk_installed;
 use crate::processes::procfs::Probes;
 use crate::report::markdown::{markdown, soak_markdown};
 use crate::report::perf::perf_text;
@@ -139,6 +142,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             *args.windows.iter().max().expect("not empty")
         }
     });
+    let wrk = !args.no_wrk && wrk_installed();
+    if !args.no_wrk && !wrk {
+        eprintln!("warning: wrk is not installed (apt-get install wrk); no gateway_wrk phase");
+    }
     let mut run = Run {
         args: args.clone(),
         run_id: run_id.clone(),
@@ -165,6 +172,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         if args.duplicate_percent > 0 {
             run.gateway(window, Pace::Closed, args.duplicate_percent, false)
                 .await?;
+        }
+        if window == reference && wrk {
+            run.gateway_wrk(window).await?;
         }
     }
     if !args.no_batch {

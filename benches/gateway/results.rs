@@ -87,11 +87,43 @@ pub(crate) struct PhaseResult {
     pub(crate) profiled: bool,
 }
 
+/// What a phase's load counted: from its own [`Tally`], or from what an outside load
+/// generator (wrk) reported.
+pub(crate) struct Counts {
+    /// Successful events (201s, replays, acks, settled keys).
+    pub(crate) events: u64,
+    pub(crate) latency: Option<Latency>,
+    pub(crate) replay_latency: Option<Latency>,
+    pub(crate) shed_latency: Option<Latency>,
+    pub(crate) answers: BTreeMap<String, u64>,
+    pub(crate) failures: u64,
+    pub(crate) skipped: u64,
+    pub(crate) reconnects: u64,
+}
+
+impl Counts {
+    fn of(tally: &Tally) -> Counts {
+        Counts {
+            events: tally.successes(),
+            latency: latency(&tally.ok),
+            replay_latency: latency(&tally.replayed),
+            shed_latency: latency(&tally.shed),
+            answers: tally.answers.clone(),
+            failures: tally.failures(),
+            skipped: tally.skipped,
+            reconnects: tally.reconnects,
+        }
+    }
+}
+
 pub(crate) struct Measured {
-    tally: Tally,
-    window: Window,
+    counts: Counts,
+    /// Length of the measured window, seconds.
+    seconds: f64,
     before: CpuSample,
     after: CpuSample,
+    /// CPU-seconds the load generator spent in the window: this process, or an outside one.
+    generator_cpu: f64,
 }
 
 /// Runs `load` while sampling CPU at the start and end of the measured window.
@@ -107,11 +139,29 @@ where
     };
     let (tally, (before, after)) = tokio::join!(load, samples);
     Ok(Measured {
-        tally: tally?,
-        window,
+        counts: Counts::of(&tally?),
+        seconds: window.seconds(),
+        generator_cpu: after.this - before.this,
         before,
         after,
     })
+}
+
+/// What an outside load generator measured over `seconds`, with the CPU samples taken around
+/// its run and the `generator_cpu` it reported for itself.
+pub(crate) fn reported(
+    counts: Counts,
+    seconds: f64,
+    (before, after): (CpuSample, CpuSample),
+    generator_cpu: f64,
+) -> Measured {
+    Measured {
+        counts,
+        seconds,
+        before,
+        after,
+        generator_cpu,
+    }
 }
 
 pub(crate) struct PhaseMeta<'a> {
@@ -125,10 +175,10 @@ pub(crate) struct PhaseMeta<'a> {
 }
 
 pub(crate) fn phase_result(meta: PhaseMeta<'_>, m: &Measured) -> PhaseResult {
-    let secs = m.window.seconds();
+    let secs = m.seconds;
     let pct = |cpu: Option<f64>| cpu.map(|c| 100.0 * c / secs);
-    let events = m.tally.successes();
-    let this_cpu = m.after.this - m.before.this;
+    let events = m.counts.events;
+    let this_cpu = m.generator_cpu;
     let gateway_cpu = delta(m.before.gateway, m.after.gateway);
     let (measured_process, process_cpu, generator_cpu) = match meta.gateway {
         Some(_) => ("gateway", gateway_cpu.unwrap_or(0.0), Some(this_cpu)),
@@ -148,13 +198,13 @@ pub(crate) fn phase_result(meta: PhaseMeta<'_>, m: &Measured) -> PhaseResult {
         duration_s: secs,
         events,
         throughput_eps: events as f64 / secs,
-        latency_ms: latency(&m.tally.ok),
-        replay_latency_ms: latency(&m.tally.replayed),
-        shed_latency_ms: latency(&m.tally.shed),
-        answers: m.tally.answers.clone(),
-        failures: m.tally.failures(),
-        skipped_tickets: m.tally.skipped,
-        reconnects: m.tally.reconnects,
+        latency_ms: m.counts.latency,
+        replay_latency_ms: m.counts.replay_latency,
+        shed_latency_ms: m.counts.shed_latency,
+        answers: m.counts.answers.clone(),
+        failures: m.counts.failures,
+        skipped_tickets: m.counts.skipped,
+        reconnects: m.counts.reconnects,
         measured_process,
         process_cpu_s: process_cpu,
         process_cpu_s_per_10k: (events > 0).then(|| process_cpu / events as f64 * 10_000.0),

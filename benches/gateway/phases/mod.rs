@@ -2,13 +2,14 @@
 //! clean-up after it, and the results written as they come. The phases themselves:
 //! [`throughput`] (raw producer, raw Redis, the gateway closed-loop or at a fixed rate),
 //! [`batch`] (the gateway's batch endpoint), [`memory`] (Redis memory per record),
-//! [`overload`] and [`soak`].
+//! [`overload`], [`soak`], and [`wrk`] (single events with wrk as the load generator).
 
 pub(crate) mod batch;
 pub(crate) mod memory;
 pub(crate) mod overload;
 pub(crate) mod soak;
 pub(crate) mod throughput;
+pub(crate) mod wrk;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,8 @@
 use std::process::Command;
 use std::sync::OnceLock;
 
-fn clock_ticks_per_sec() -> f64 {
+/// Clock ticks per second: the unit of `/proc/<pid>/stat`'s CPU times.
+pub(crate) fn clock_ticks_per_sec() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")

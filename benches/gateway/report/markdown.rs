@@ -86,7 +86,9 @@ pub(crate) fn markdown(
          claim + settle (raw Redis); fixed-rate phases count from the intended send time. \
          `gateway_batch`: the window is events outstanding (connections × events per batch), \
          latency is that of the whole batch request; `gateway_unique_baseline` is \
-         `gateway_unique` on the baseline build.\n\n",
+         `gateway_unique` on the baseline build; `gateway_wrk` is `gateway_unique` with wrk as \
+         the load generator (its window is wrk's connections; wrk's own latency percentiles; \
+         generator CPU is wrk's).\n\n",
     );
     md.push_str(
         "| phase | window | rate asked | throughput ev/s | p50 ms | p99 ms | p99.9 ms | CPU/10k s | \
@@ -257,7 +259,7 @@ fn cpu_per_event(md: &mut String, results: &[PhaseResult]) {
     md.push_str(
         "\n## CPU per event\n\nMicroseconds of CPU per successful event, from `/proc/<pid>/stat` \
          over the measured window: the gateway, Redis, the broker, and the bench's own process \
-         (the load generator; in raw phases, the raw client itself).\n\n\
+         (the load generator; in raw phases, the raw client itself; in `gateway_wrk`, wrk).\n\n\
          | phase | window | ev/s | gateway µs | Redis µs | broker µs | generator µs | total µs |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );

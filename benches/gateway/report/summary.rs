@@ -67,6 +67,8 @@ pub(crate) struct Summary {
     /// gateway_unique ÷ raw producer at window 256, of this build and of the baseline build.
     pub(crate) unique_over_raw_producer_256: Option<f64>,
     pub(crate) baseline_unique_over_raw_producer_256: Option<f64>,
+    /// gateway_wrk (the same load from wrk) ÷ raw producer at window 256.
+    pub(crate) wrk_over_raw_producer_256: Option<f64>,
     /// Redis bytes per settled record (memory phase), of this build and of the baseline build.
     pub(crate) redis_bytes_per_record: Option<f64>,
     pub(crate) baseline_redis_bytes_per_record: Option<f64>,
@@ -283,6 +285,22 @@ pub(crate) fn summarize(
         measured,
         met: unique_ratio.map(|r| r >= UNIQUE_TARGET_RATIO),
     });
+    // 6b. The same with wrk as the load generator (its connections cost the gateway more).
+    let wrk = find(results, "gateway_wrk", w);
+    let wrk_ratio = over_producer(wrk);
+    targets.push(Target {
+        target: format!("gateway_wrk ≥ {UNIQUE_TARGET_RATIO} × raw producer (window {w}, wrk)"),
+        measured: match wrk {
+            Some(r) => format!(
+                "{:.0} / {} ev/s = {}×",
+                r.throughput_eps,
+                fmt_opt(producer.map(|r| r.throughput_eps), 0),
+                fmt_opt(wrk_ratio, 2)
+            ),
+            None => "not measured".to_owned(),
+        },
+        met: wrk_ratio.map(|r| r >= UNIQUE_TARGET_RATIO),
+    });
     // 7. Redis memory per settled record.
     let bytes = |build: &str| {
         memory
@@ -325,6 +343,7 @@ pub(crate) fn summarize(
         batch_over_raw_producer: batch_ratio,
         unique_over_raw_producer_256: unique_ratio,
         baseline_unique_over_raw_producer_256: baseline_ratio,
+        wrk_over_raw_producer_256: wrk_ratio,
         redis_bytes_per_record: current_bytes,
         baseline_redis_bytes_per_record: baseline_bytes,
         targets,
