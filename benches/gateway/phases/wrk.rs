@@ -102,6 +102,8 @@ pub(crate) fn wrk_installed() -> bool {
 }
 
 impl Run {
+    /// `gateway_wrk` with `connections`: a fresh gateway, wrk's warm-up run, then its measured
+    /// run with the CPU of the gateway, Redis and the broker sampled around it.
     pub(crate) async fn gateway_wrk(&mut self, connections: usize) -> anyhow::Result<()> {
         let (topic, prefix, gateway) = self.start_gateway("wrk", &[]).await?;
         let url = format!("http://{}/v1/topics/{topic}/events", gateway.addr);
@@ -165,7 +167,7 @@ impl Run {
             (true, Some(line)) => serde_json::from_str(line)
                 .with_context(|| format!("wrk's report is not what {SCRIPT} prints: {line}")),
             _ => bail!(
-                "wrk failed ({}): {}{}",
+                "wrk failed ({}): {} {}",
                 output.status,
                 stdout.trim(),
                 String::from_utf8_lossy(&output.stderr).trim()
