@@ -53,10 +53,7 @@ function response(status, _headers, _body)
 end
 
 local function cpu_ticks()
-    local file = io.open("/proc/self/stat", "r")
-    if not file then
-        return -1
-    end
+    local file = assert(io.open("/proc/self/stat", "r"))
     local stat = file:read("*a")
     file:close()
     -- Fields after the command name's closing parenthesis: utime and stime are the 12th and 13th.

@@ -285,7 +285,7 @@ pub(crate) fn summarize(
         measured,
         met: unique_ratio.map(|r| r >= UNIQUE_TARGET_RATIO),
     });
-    // 6b. The same with wrk as the load generator (its connections cost the gateway more).
+    // 6b. The same with wrk as the load generator (the target's figures came from wrk).
     let wrk = find(results, "gateway_wrk", w);
     let wrk_ratio = over_producer(wrk);
     targets.push(Target {
